@@ -1,0 +1,68 @@
+# totemcast developer commands. `make help` lists them; `make test` is what CI runs.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# One interpreter for every PyO3 build (clippy, maturin), so PyO3 is not rebuilt back and forth.
+export PYO3_PYTHON := $(abspath $(PY))
+export CARGO_TERM_COLOR ?= always
+PYTHON_DIRS := python tests benches
+
+.PHONY: help  ## List the targets
+help:
+	@grep -E '^.PHONY: .*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ".PHONY: |  ## "}; {printf "  make %-12s %s\n", $$2, $$3}'
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: install  ## Create .venv with the build, test and lint tools (requirements-dev.txt)
+install: $(VENV)/.installed
+
+.PHONY: build  ## Build the extension from source (debug) and install it into .venv
+build: install
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
+
+.PHONY: build-release  ## Build the extension with optimizations into .venv
+build-release: install
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release
+
+.PHONY: lint  ## rustfmt --check, clippy -D warnings, ruff, mypy
+lint: install
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --features python,sim -- -D warnings
+	$(VENV)/bin/ruff check $(PYTHON_DIRS)
+	$(VENV)/bin/ruff format --check $(PYTHON_DIRS)
+	$(VENV)/bin/mypy
+
+.PHONY: test-rust  ## cargo test (the crate builds and tests without Python)
+test-rust:
+	cargo test
+
+.PHONY: test-py  ## pytest (hypothesis included) against the built extension
+test-py: build
+	$(PY) -m pytest
+
+.PHONY: stubtest  ## Check python/totemcast/_native.pyi against the built module
+stubtest: build
+	$(PY) -m mypy.stubtest totemcast._native
+
+.PHONY: test  ## Everything CI runs: lint, Rust tests, extension build, pytest, stubtest
+test: lint test-rust build test-py stubtest
+
+.PHONY: format  ## Apply rustfmt and ruff fixes
+format: install
+	cargo fmt --all
+	$(VENV)/bin/ruff check --fix $(PYTHON_DIRS)
+	$(VENV)/bin/ruff format $(PYTHON_DIRS)
+
+.PHONY: clean  ## Remove build outputs and the virtual environment
+clean:
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find python tests -name __pycache__ -prune -exec rm -rf {} +
+	rm -f python/totemcast/*.so

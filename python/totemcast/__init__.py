@@ -1,0 +1,79 @@
+"""totemcast: group communication with extended virtual synchrony.
+
+Processes join named groups, see agreed membership changes and multicast messages that every
+member delivers in the same total order (the Totem single-ring protocol). The API has the
+shape of Corosync's CPG (`totemcast.cpg`) and EVS (`totemcast.evs`) libraries.
+
+Errors are `totemcast.Error` subclasses, one per Corosync `cs_error_t` code; `CsError` is the
+`IntEnum` of those codes with Corosync's numbers.
+"""
+
+from totemcast._native import (
+    AccessError,
+    BadFlagsError,
+    BadHandleError,
+    BadOperationError,
+    BusyError,
+    ContextNotFoundError,
+    CsError,
+    Error,
+    ExistError,
+    FailedOperationError,
+    InitError,
+    InterruptError,
+    InvalidParamError,
+    LibraryError,
+    MessageError,
+    NameNotFoundError,
+    NameTooLongError,
+    NoMemoryError,
+    NoResourcesError,
+    NoSectionsError,
+    NoSpaceError,
+    NotExistError,
+    NotSupportedError,
+    QueueFullError,
+    QueueNotAvailableError,
+    SecurityError,
+    TimeoutError,  # noqa: A004 -- totemcast.TimeoutError also derives from the builtin
+    TooBigError,
+    TooManyGroupsError,
+    TryAgainError,
+    VersionError,
+    __version__,
+)
+
+__all__ = [
+    "AccessError",
+    "BadFlagsError",
+    "BadHandleError",
+    "BadOperationError",
+    "BusyError",
+    "ContextNotFoundError",
+    "CsError",
+    "Error",
+    "ExistError",
+    "FailedOperationError",
+    "InitError",
+    "InterruptError",
+    "InvalidParamError",
+    "LibraryError",
+    "MessageError",
+    "NameNotFoundError",
+    "NameTooLongError",
+    "NoMemoryError",
+    "NoResourcesError",
+    "NoSectionsError",
+    "NoSpaceError",
+    "NotExistError",
+    "NotSupportedError",
+    "QueueFullError",
+    "QueueNotAvailableError",
+    "SecurityError",
+    "TimeoutError",
+    "TooBigError",
+    "TooManyGroupsError",
+    "TryAgainError",
+    "VersionError",
+    "__version__",
+]

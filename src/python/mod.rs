@@ -1,0 +1,44 @@
+//! The `totemcast._native` extension module. `PyO3` lives only below this module.
+//!
+//! The error hierarchy and the API enums are built here at import time from the Rust tables
+//! ([`crate::error::ERROR_TABLE`], [`crate::api::PYTHON_ENUMS`]), so Python and Rust share one
+//! source of truth.
+
+mod errors;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::api;
+
+/// Builds an `enum.IntEnum` whose `__module__` is `module`.
+fn int_enum<'py>(
+    py: Python<'py>,
+    name: &str,
+    members: &[(&str, u32)],
+    module: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("module", module)?;
+    py.import("enum")?
+        .getattr("IntEnum")?
+        .call((name, members.to_vec()), Some(&kwargs))
+}
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    for info in api::PYTHON_ENUMS {
+        module.add(
+            info.name,
+            int_enum(py, info.name, info.members, "totemcast")?,
+        )?;
+    }
+    for &(name, value) in api::PYTHON_LIMITS {
+        module.add(name, value)?;
+    }
+    errors::register(module)?;
+    Ok(())
+}
