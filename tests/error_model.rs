@@ -6,7 +6,9 @@ use totemcast::{CsError, Error};
 
 fn fails_with_name_too_long(name: &[u8]) -> totemcast::Result<()> {
     if name.len() > totemcast::api::CPG_MAX_NAME_LENGTH {
-        return Err(Error::NameTooLong(format!("group name is {} bytes", name.len()).into()));
+        return Err(Error::NameTooLong(
+            format!("group name is {} bytes", name.len()).into(),
+        ));
     }
     Ok(())
 }
@@ -17,7 +19,10 @@ fn question_mark_and_boxing_work() {
     assert_eq!(error.code(), CsError::NameTooLong);
     assert_eq!(u32::from(&error), 13);
     let boxed: Box<dyn std::error::Error + Send + Sync> = error.into();
-    assert_eq!(boxed.to_string(), "group name is 129 bytes (CS_ERR_NAME_TOO_LONG)");
+    assert_eq!(
+        boxed.to_string(),
+        "group name is 129 bytes (CS_ERR_NAME_TOO_LONG)"
+    );
     assert!(fails_with_name_too_long(&[b'x'; 128]).is_ok());
 }
 
@@ -34,6 +39,9 @@ fn every_table_code_converts_both_ways() {
 #[test]
 fn guarantees_parse_from_wire_values() {
     assert_eq!(Guarantee::try_from(3).unwrap(), Guarantee::Safe);
-    assert_eq!(Guarantee::try_from(9).unwrap_err().code(), CsError::InvalidParam);
+    assert_eq!(
+        Guarantee::try_from(9).unwrap_err().code(),
+        CsError::InvalidParam
+    );
     const { assert!(MAX_ATOMIC_MSGSIZE >= 16 << 20) };
 }
