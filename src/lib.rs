@@ -10,6 +10,13 @@
 
 pub mod api;
 pub mod error;
+pub mod ids;
+pub mod prng;
+pub mod time;
+pub mod totem;
+
+#[cfg(feature = "sim")]
+pub mod sim;
 
 #[cfg(feature = "python")]
 mod python;
