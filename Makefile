@@ -39,9 +39,25 @@ lint: install
 	$(VENV)/bin/ruff format --check $(PYTHON_DIRS)
 	$(VENV)/bin/mypy
 
-.PHONY: test-rust  ## cargo test (the crate builds and tests without Python)
+.PHONY: test-rust  ## cargo test without features (no Python needed), then with the simulator
 test-rust:
 	cargo test
+	cargo test --features sim
+
+SIM_SEEDS ?= 300
+.PHONY: sim-sweep  ## Release-mode seed sweep of the simulator (fixed seeds; SIM_SEEDS=n)
+sim-sweep:
+	cargo run --quiet --profile sim --features sim --bin totemcast-sim -- \
+		--seeds $(SIM_SEEDS) --first 1 --faults all
+
+.PHONY: sim  ## Soak: fresh random seeds (SIM_SEEDS=n, default 2000); prints any failing seed
+sim:
+	cargo run --quiet --profile sim --features sim --bin totemcast-sim -- \
+		--seeds $${SIM_SEEDS:-2000} --faults all
+
+.PHONY: bench  ## Criterion benchmarks (protocol core in the simulator)
+bench:
+	cargo bench --features sim
 
 .PHONY: test-py  ## pytest (hypothesis included) against the built extension
 test-py: build
@@ -51,8 +67,8 @@ test-py: build
 stubtest: build
 	$(PY) -m mypy.stubtest totemcast._native
 
-.PHONY: test  ## Everything CI runs: lint, Rust tests, extension build, pytest, stubtest
-test: lint test-rust build test-py stubtest
+.PHONY: test  ## Everything CI runs: lint, Rust tests, simulator sweep, extension, pytest, stubtest
+test: lint test-rust sim-sweep build test-py stubtest
 
 .PHONY: format  ## Apply rustfmt and ruff fixes
 format: install
