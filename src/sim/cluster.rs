@@ -507,6 +507,32 @@ impl Cluster {
         }
     }
 
+    /// The current incarnation of every node that is not down.
+    #[must_use]
+    pub fn live_processes(&self) -> Vec<ProcessId> {
+        self.nodes
+            .iter()
+            .filter(|n| !matches!(n.status, Status::Down(_)))
+            .map(|n| n.process)
+            .collect()
+    }
+
+    /// Injects one fault now (scripted scenarios).
+    pub fn inject(&mut self, fault: Fault) {
+        let mut touched = vec![false; self.nodes.len()];
+        self.apply(fault, &mut touched);
+    }
+
+    /// Runs until node `index` is in `state` (or `limit`); returns whether it got there.
+    pub fn run_until_state(&mut self, index: usize, state: totem::State, limit: Instant) -> bool {
+        while self.nodes[index].core.state() != state {
+            if !self.step(limit) {
+                return self.nodes[index].core.state() == state;
+            }
+        }
+        true
+    }
+
     /// Applies one fault now.
     fn apply(&mut self, fault: Fault, touched: &mut [bool]) {
         let now = self.now;

@@ -29,6 +29,8 @@ pub enum Match {
     Token,
     /// Regular messages.
     Mcast,
+    /// Commit tokens.
+    CommitToken,
     /// Every packet.
     Any,
 }
@@ -68,6 +70,7 @@ impl Rule {
             && match self.kind {
                 Match::Token => kind == Some(0),
                 Match::Mcast => kind == Some(1),
+                Match::CommitToken => kind == Some(4),
                 Match::Any => true,
             }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use totemcast::api::Guarantee;
 use totemcast::prng::Ratio;
 use totemcast::sim::checker::{Violation, check_all_delivered, check_safety};
-use totemcast::sim::history::{HistoryEvent, ProcessId};
+use totemcast::sim::history::HistoryEvent;
 use totemcast::sim::{Cluster, Faults, Options};
 use totemcast::time::Instant;
 
@@ -68,8 +68,10 @@ pub(crate) fn run_for(cluster: &mut Cluster, duration: Duration) {
 pub(crate) fn all_checks(cluster: &Cluster) -> Vec<Violation> {
     let mut violations = cluster.violations().to_vec();
     violations.extend(check_safety(cluster.history()));
-    let live: Vec<ProcessId> = cluster.history().processes();
-    violations.extend(check_all_delivered(cluster.history(), &live));
+    violations.extend(check_all_delivered(
+        cluster.history(),
+        &cluster.live_processes(),
+    ));
     violations
 }
 
