@@ -160,6 +160,7 @@ impl Cluster {
             config.max_messages = options.max_messages;
             config.netmtu = options.netmtu;
             config.seqno_unchanged_const = options.seqno_unchanged_const;
+            config.fail_recv_const = options.fail_recv_const;
             config.message_size_max = options.workload.large_max;
             config.send_queue_bytes_max = options.workload.send_queue_bytes_max;
             config.rng_seed = splitmix64(options.seed ^ u64::from(id.0));
@@ -569,6 +570,10 @@ impl Cluster {
             Fault::OneWay { from, to, duration } => {
                 *self.coverage.entry("one_way_partition").or_default() += 1;
                 self.cut_for(vec![(from, to)], duration);
+            }
+            Fault::Clog { from, to, duration } => {
+                *self.coverage.entry("clogged_link").or_default() += 1;
+                self.network.clog(from, to, now + duration);
             }
             Fault::NonTransitive { a, c, duration } => {
                 *self.coverage.entry("non_transitive_partition").or_default() += 1;

@@ -11,8 +11,9 @@ use crate::prng::{Prng, Ratio};
 pub struct FaultOptions {
     /// Mean time between two random faults (uniform in `0..2×mean`).
     pub interval_mean: Duration,
-    /// Relative weights of crash, pause, symmetric partition, one-way cut, non-transitive.
-    pub weights: [u64; 5],
+    /// Relative weights of crash, pause, symmetric partition, one-way cut, non-transitive,
+    /// clogged link.
+    pub weights: [u64; 6],
     /// Longest a crashed node stays down before it restarts.
     pub down_max: Duration,
     /// Longest pause (beyond the token timeout so that others reconfigure).
@@ -31,7 +32,7 @@ impl FaultOptions {
     pub fn none() -> FaultOptions {
         FaultOptions {
             interval_mean: Duration::MAX,
-            weights: [0; 5],
+            weights: [0; 6],
             down_max: Duration::ZERO,
             pause_max: Duration::ZERO,
             partition_max: Duration::ZERO,
@@ -52,6 +53,7 @@ impl FaultOptions {
                 prng.range_inclusive(0, 3),
                 prng.range_inclusive(0, 3),
                 prng.range_inclusive(0, 3),
+                prng.range_inclusive(0, 2),
                 prng.range_inclusive(0, 2),
                 prng.range_inclusive(0, 2),
             ],
@@ -96,6 +98,15 @@ pub enum Fault {
     },
     /// Cut the links from `from` to `to` only (one way).
     OneWay {
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+        /// How long.
+        duration: Duration,
+    },
+    /// Hold every packet from `from` to `to` for a while, then release them in a burst.
+    Clog {
         /// Sender.
         from: usize,
         /// Receiver.
@@ -181,6 +192,11 @@ impl Nemesis {
             4 if nodes > 2 => Fault::NonTransitive {
                 a: node,
                 c: other(&mut self.prng),
+                duration: self.duration(self.options.partition_max),
+            },
+            5 if nodes > 1 => Fault::Clog {
+                from: node,
+                to: other(&mut self.prng),
                 duration: self.duration(self.options.partition_max),
             },
             // 1, and partitions that need more nodes than there are: a pause.

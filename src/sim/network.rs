@@ -97,6 +97,8 @@ pub struct Network {
     rules: Vec<Rule>,
     /// Per directed link: how many partitions currently cut it.
     cuts: Vec<u32>,
+    /// Per directed link: packets are held until this instant (a clog), then arrive at once.
+    clogged_until: Vec<Instant>,
     /// Packets sent.
     pub sent: u64,
     /// Packets lost (by chance or a full link).
@@ -120,6 +122,7 @@ impl Network {
             nodes,
             rules: Vec::new(),
             cuts: vec![0; nodes * nodes],
+            clogged_until: vec![Instant::ZERO; nodes * nodes],
             sent: 0,
             lost: 0,
             duplicated: 0,
@@ -144,6 +147,15 @@ impl Network {
     /// Restores every link.
     pub fn heal_links(&mut self) {
         self.cuts.iter_mut().for_each(|c| *c = 0);
+        self.clogged_until
+            .iter_mut()
+            .for_each(|until| *until = Instant::ZERO);
+    }
+
+    /// Holds every packet sent from `from` to `to` until `until`; then they arrive in a burst.
+    pub fn clog(&mut self, from: usize, to: usize, until: Instant) {
+        let link = &mut self.clogged_until[from * self.nodes + to];
+        *link = (*link).max(until);
     }
 
     /// Whether the link from `from` to `to` is cut.
@@ -227,8 +239,9 @@ impl Network {
                 self.slots.len() - 1
             };
             self.order += 1;
+            let at = (now + delay).max(self.clogged_until[link]);
             self.queue.push(Reverse(Scheduled {
-                at: now + delay,
+                at,
                 order: self.order,
                 packet_index,
             }));

@@ -101,6 +101,8 @@ pub struct Options {
     pub netmtu: usize,
     /// `seqno_unchanged_const`.
     pub seqno_unchanged_const: u32,
+    /// `fail_recv_const` (small values reach the failure-to-receive path).
+    pub fail_recv_const: u32,
     /// The network.
     pub network: NetworkOptions,
     /// The workload.
@@ -183,6 +185,7 @@ impl Options {
             max_messages,
             netmtu,
             seqno_unchanged_const: prng.range_inclusive(2, 30) as u32,
+            fail_recv_const: *prng.pick(&[10, 50, 2500, 2500]).expect("non-empty"),
             network,
             workload,
             chaos_time: Duration::from_millis(prng.range_inclusive(2000, 20_000)),

@@ -20,6 +20,7 @@ pub(crate) fn quiet(nodes: usize) -> Options {
     options.max_messages = 17;
     options.netmtu = 1500;
     options.seqno_unchanged_const = 30;
+    options.fail_recv_const = 2500;
     options.network.loss = Ratio::ZERO;
     options.network.duplicate = Ratio::ZERO;
     options.network.spike = Ratio::ZERO;
