@@ -943,15 +943,19 @@ pub fn run(options: &Options) -> Outcome {
     let consensus = options.token_timeout * 6 / 5;
     let convergence = options.token_timeout * 2 + consensus * 3 + Duration::from_secs(2);
     if !cluster.run_until_stable(healed_at + convergence) {
+        let states = cluster
+            .nodes
+            .iter()
+            .map(|n| n.core.state())
+            .collect::<Vec<_>>();
+        let formed = cluster
+            .run_until_stable(healed_at + options.liveness_time_max)
+            .then(|| cluster.now().saturating_duration_since(healed_at));
         cluster.violations.push(Violation {
             property: "L1",
             message: format!(
-                "no ring of every node {convergence:?} after healing: states {:?}, rings {:?}",
-                cluster
-                    .nodes
-                    .iter()
-                    .map(|n| n.core.state())
-                    .collect::<Vec<_>>(),
+                "no ring of every node {convergence:?} after healing (formed after \
+                 {formed:?}): states {states:?}, rings {:?}",
                 cluster
                     .nodes
                     .iter()

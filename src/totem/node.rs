@@ -387,7 +387,13 @@ impl Node {
         let window = self.config.sort_queue_capacity;
         let seq = mcast.header.seq;
         let packet = match (self.state, mcast.body) {
-            (State::Recovery, McastBody::Encapsulated(inner)) => {
+            // Recovery messages occupy seqs of the new ring. A member that already installed it
+            // still stores them (they fill its seq space; their content is an old ring's).
+            (State::Recovery | State::Operational, McastBody::Encapsulated(inner)) => {
+                if self.state == State::Operational && !self.ordering.wants(seq, window) {
+                    self.counters.mcasts_discarded += 1;
+                    return;
+                }
                 StoredPacket::encapsulated(bytes, &mcast.header, inner)
             }
             (State::Operational | State::Gather, McastBody::Chunks(chunks)) => {
@@ -397,11 +403,6 @@ impl Node {
                     return;
                 }
                 StoredPacket::new(bytes, &mcast.header, chunks)
-            }
-            (State::Operational, McastBody::Encapsulated(_)) => {
-                // A late recovery message of the ring I already installed: everyone has it.
-                self.counters.mcasts_discarded += 1;
-                return;
             }
             _ => {
                 self.counters.datagrams_foreign += 1;
