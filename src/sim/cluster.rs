@@ -708,7 +708,7 @@ impl Cluster {
                     HistoryEvent::Deliver {
                         msg,
                         guarantee: delivery.guarantee,
-                        position: position(delivery.position),
+                        position: delivery.position,
                         payload_hash: workload::payload_hash(&delivery.payload),
                         len: delivery.payload.len(),
                     },
@@ -722,7 +722,7 @@ impl Cluster {
                 if let Some(&msg) = self.nodes[index].numbers.get(&number) {
                     let event = HistoryEvent::Originate {
                         msg,
-                        position: position(place),
+                        position: place,
                     };
                     self.history.push(now, process, event);
                 }
@@ -895,14 +895,6 @@ impl Cluster {
             stats.token_losses += counters.token_losses;
         }
         stats
-    }
-}
-
-fn position(place: totem::Position) -> super::history::Position {
-    super::history::Position {
-        ring: place.ring,
-        seq: place.seq,
-        index: place.index,
     }
 }
 

@@ -25,17 +25,8 @@ pub struct AppMessageId {
     pub counter: u64,
 }
 
-/// Where a message sits in a ring's total order: the ring, the seq of the packet that carried
-/// its last fragment, and its index among the messages completed in that packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// The ring the message was originated (given its seq) on.
-    pub ring: RingId,
-    /// The seq of the packet with the message's last fragment.
-    pub seq: u64,
-    /// Index of the message among those completed in that packet.
-    pub index: u32,
-}
+/// Where a message sits in a ring's total order (the core's own type).
+pub use crate::totem::Position;
 
 /// One event of a process's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
