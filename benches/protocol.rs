@@ -38,6 +38,8 @@ fn ordering(c: &mut Criterion) {
                         || {
                             let mut cluster = Cluster::new(options(nodes, size)).expect("valid");
                             cluster.set_workload(false);
+                            let formed = cluster.now() + Duration::from_secs(30);
+                            assert!(cluster.run_until_stable(formed), "the ring formed");
                             let payloads: Vec<_> = (0..count)
                                 .map(|_| {
                                     let mut p = cluster.next_payload(0).to_vec();
