@@ -7,9 +7,13 @@ use totemcast::totem::PlantedBug;
 
 /// Runs a few seeds with `bug` planted; returns every property that fired.
 fn caught(bug: PlantedBug, nodes: usize) -> Vec<&'static str> {
+    caught_with(bug, nodes, Faults::Network)
+}
+
+fn caught_with(bug: PlantedBug, nodes: usize, faults: Faults) -> Vec<&'static str> {
     let mut properties = Vec::new();
     for seed in 1..=6 {
-        let mut options = Options::swarm(seed, Faults::Network, Some(nodes));
+        let mut options = Options::swarm(seed, faults, Some(nodes));
         options.planted_bug = bug;
         options.network.loss = Ratio::percent(10);
         options.network.duplicate = Ratio::percent(10);
@@ -20,11 +24,10 @@ fn caught(bug: PlantedBug, nodes: usize) -> Vec<&'static str> {
             // An assertion inside a core names the invariant it guards.
             Err(panic) => {
                 let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
-                properties.push(if message.starts_with("W1") {
-                    "W1"
-                } else {
-                    "panic"
-                });
+                let named = ["W1", "W4", "W5"]
+                    .into_iter()
+                    .find(|w| message.starts_with(w));
+                properties.push(named.unwrap_or("panic"));
             }
         }
     }
@@ -63,4 +66,10 @@ fn agreed_on_receipt_is_caught_by_the_order_checkers() {
         properties.contains(&"S7") || properties.contains(&"S8"),
         "{properties:?}"
     );
+}
+
+#[test]
+fn a_ring_seq_that_does_not_advance_is_caught_by_w4() {
+    let properties = caught_with(PlantedBug::RingSeqNotAdvanced, 5, Faults::All);
+    assert!(properties.contains(&"W4"), "{properties:?}");
 }

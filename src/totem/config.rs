@@ -25,6 +25,8 @@ pub enum PlantedBug {
     AcceptDuplicateTokens,
     /// Deliver AGREED messages on receipt, like UNORDERED (breaks S7/S8).
     AgreedOnReceipt,
+    /// The representative reuses its ring's seq for the new ring (breaks W4 and S5).
+    RingSeqNotAdvanced,
 }
 
 /// Settings of one core. Build with [`Config::new`] (Corosync's defaults), adjust fields,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::events::{Configuration, ConfigurationKind, Event};
 use super::membership::{Gather, JoinOutcome, new_commit_token, transitional_members};
-use super::node::{Node, Recovery, SelfMessage, State, successor};
+use super::node::{Node, Recovery, SelfMessage, State, planted, successor};
 use super::ordering::{Ordering, StoredPacket};
 use super::timers::Timer;
 use super::wire::{self, CommitToken, Join, McastBody, Message, Token};
@@ -17,6 +17,51 @@ use crate::ids::{NodeId, RingId};
 use crate::time::Instant;
 
 impl Node {
+    /// Moves to `next`, asserting that the transition is one of the protocol's (W5,
+    /// PROTOCOL.md §1.7–1.9).
+    fn enter(&mut self, next: State) {
+        let legal = matches!(
+            (self.state, next),
+            (
+                State::Operational | State::Gather | State::Commit | State::Recovery,
+                State::Gather
+            ) | (State::Gather, State::Commit)
+                | (State::Commit, State::Recovery)
+                | (State::Recovery, State::Operational)
+        );
+        assert!(legal, "W5: illegal transition {:?} -> {next:?}", self.state);
+        self.state = next;
+    }
+
+    /// W4: the commit token I am about to fill is well formed for me.
+    fn assert_commit(&self, commit: &CommitToken) {
+        assert!(
+            usize::from(commit.memb_index) <= commit.entries.len(),
+            "W4: memb_index {} above {} members",
+            commit.memb_index,
+            commit.entries.len()
+        );
+        assert!(
+            commit
+                .entries
+                .windows(2)
+                .all(|pair| pair[0].node < pair[1].node),
+            "W4: commit token members not sorted"
+        );
+        assert_eq!(
+            commit.ring.representative(),
+            commit.entries[0].node,
+            "W4: rep not lowest"
+        );
+        let installed = self.installed_ring().map_or(0, |ring| ring.seq);
+        assert!(
+            commit.ring.seq > installed,
+            "W4: new ring {:?} not above my ring seq {installed} (node {})",
+            commit.ring,
+            self.config.node_id
+        );
+    }
+
     /// Members of the installed ring (empty before the first).
     fn installed_members(&self) -> Vec<NodeId> {
         self.installed
@@ -35,7 +80,7 @@ impl Node {
         if let Some((ring, _)) = &self.installed {
             self.ring = *ring;
         }
-        self.state = State::Gather;
+        self.enter(State::Gather);
         self.counters.gathers += 1;
         self.gather.restart();
         self.self_message = None;
@@ -203,7 +248,12 @@ impl Node {
             return;
         }
         let proposed = self.gather.proposed();
-        let known = self.known_ring_seq.max(self.ring.seq);
+        let mut known = self.known_ring_seq.max(self.ring.seq);
+        if planted!(self, RingSeqNotAdvanced) {
+            known = self
+                .installed_ring()
+                .map_or(known, |ring| ring.seq.saturating_sub(4));
+        }
         let commit = new_commit_token(self.config.node_id, &proposed, known);
         self.commit_enter(now, commit);
     }
@@ -295,6 +345,7 @@ impl Node {
 
     /// First rotation: fill my entry, adopt the new ring id, persist its seq, pass it on.
     fn commit_enter(&mut self, now: Instant, mut commit: CommitToken) {
+        self.assert_commit(&commit);
         let me = self.config.node_id;
         let old_ring = self.installed_ring().unwrap_or_default();
         if let Some(entry) = commit.entries.iter_mut().find(|e| e.node == me) {
@@ -310,7 +361,7 @@ impl Node {
         self.known_ring_seq = self.known_ring_seq.max(commit.ring.seq);
         self.events
             .push_back(Event::PersistRingSeq(commit.ring.seq));
-        self.state = State::Commit;
+        self.enter(State::Commit);
         self.counters.commits += 1;
         self.timers.stop(Timer::Join);
         self.timers.stop(Timer::Consensus);
@@ -382,7 +433,7 @@ impl Node {
         if let Some(recovery) = &mut self.recovery {
             recovery.ordering.agreed_on_receipt = self.ordering.agreed_on_receipt;
         }
-        self.state = State::Recovery;
+        self.enter(State::Recovery);
         self.counters.recoveries += 1;
         self.reset_token_state();
         self.timers
@@ -524,7 +575,7 @@ impl Node {
         self.installed = Some((recovery.commit.ring, recovery.members.clone()));
         self.gather = Gather::new(self.config.node_id, &recovery.members);
         self.deliver_members.clear();
-        self.state = State::Operational;
+        self.enter(State::Operational);
         self.counters.rings_installed += 1;
         self.next = successor(&recovery.members, self.config.node_id);
     }
