@@ -432,12 +432,8 @@ pub(super) fn all_delivered(ix: &Index<'_>, live: &[ProcessId]) -> Vec<Violation
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Builder, happy, m, membership_change, p, pi, pos, ring};
+    use super::super::testkit::{Builder, happy, m, membership_change, p, pi, pos, props, ring};
     use super::*;
-
-    fn props(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.property).collect()
-    }
 
     #[test]
     fn correct_histories_pass() {

@@ -295,13 +295,9 @@ fn single_valued(ix: &Index<'_>, sink: &mut Sink) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Builder, happy, hash_of, m, p, pos, ring};
+    use super::super::testkit::{Builder, happy, hash_of, m, p, pos, props, ring};
     use super::*;
     use crate::api::Guarantee;
-
-    fn props(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.property).collect()
-    }
 
     #[test]
     fn correct_history_passes() {

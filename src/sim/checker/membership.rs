@@ -585,13 +585,9 @@ fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Builder, happy, m, membership_change, p, pi, pos, ring};
+    use super::super::testkit::{Builder, happy, m, membership_change, p, pi, pos, props, ring};
     use super::*;
     use crate::api::Guarantee;
-
-    fn props(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.property).collect()
-    }
 
     #[test]
     fn correct_histories_pass() {

@@ -504,12 +504,8 @@ pub(super) fn s9(ix: &Index<'_>) -> Vec<Violation> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Builder, happy, m, membership_change, mixed, p, pos, ring};
+    use super::super::testkit::{Builder, happy, m, membership_change, mixed, p, pos, props, ring};
     use super::*;
-
-    fn props(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.property).collect()
-    }
 
     #[test]
     fn correct_histories_pass() {

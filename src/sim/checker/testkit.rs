@@ -312,3 +312,8 @@ pub(super) fn membership_change() -> Builder {
     b.send(p3b, 0, Guarantee::Agreed, pos(r3, 1), &[p1, p2, p3b]);
     b
 }
+
+/// The properties of `violations`, in order.
+pub(super) fn props(violations: &[super::Violation]) -> Vec<&'static str> {
+    violations.iter().map(|v| v.property).collect()
+}
