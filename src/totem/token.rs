@@ -8,8 +8,7 @@ use super::node::{Node, SelfMessage, State, planted};
 use super::ordering::{Ordering, StoredPacket};
 use super::timers::Timer;
 use super::wire::{
-    self, CHUNK_HEADER_LEN, Chunk, MCAST_PREFIX_LEN, McastBody, McastHeader, McastWriter, Message,
-    RtrEntry, Token,
+    self, CHUNK_HEADER_LEN, Chunk, MCAST_PREFIX_LEN, McastHeader, McastWriter, RtrEntry, Token,
 };
 use crate::ids::NodeId;
 use crate::time::Instant;
@@ -306,19 +305,23 @@ impl Node {
         let mut space = self.config.netmtu - MCAST_PREFIX_LEN;
         let mut completed = 0;
         let mut originated = Vec::new();
+        // Each written chunk without its data, and where its data sits in `bytes`.
+        let mut written: Vec<(Chunk<'static>, usize, usize)> = Vec::new();
         while let Some(front) = self.send_queue.front_mut() {
             let remaining = front.payload.len() - front.sent;
             if space < CHUNK_HEADER_LEN + remaining.min(1) {
                 break;
             }
             let take = remaining.min(space - CHUNK_HEADER_LEN);
-            writer.push(&Chunk {
+            let chunk = Chunk {
                 number: front.number,
                 guarantee: front.guarantee,
                 total_len: front.payload.len() as u32,
                 offset: front.sent as u32,
                 data: &front.payload[front.sent..front.sent + take],
-            });
+            };
+            let data_at = writer.push(&chunk);
+            written.push((Chunk { data: &[], ..chunk }, data_at, take));
             front.sent += take;
             space -= CHUNK_HEADER_LEN + take;
             if front.sent < front.payload.len() {
@@ -341,16 +344,11 @@ impl Node {
         }
         self.counters.mcasts_sent += 1;
         let bytes = Bytes::from(bytes);
-        let Ok(wire::Datagram {
-            message: Message::Mcast(mcast),
-            ..
-        }) = wire::decode(&bytes)
-        else {
-            unreachable!("we just encoded a valid mcast")
-        };
-        let McastBody::Chunks(chunks) = mcast.body else {
-            unreachable!("chunks were written")
-        };
+        // Stored from what was written, without decoding our own datagram again.
+        let chunks = written.into_iter().map(|(chunk, at, len)| Chunk {
+            data: &bytes[at..at + len],
+            ..chunk
+        });
         let packet = StoredPacket::new(&bytes, &header, chunks);
         self.multicast(bytes.clone());
         self.receive_packet(seq, packet);

@@ -665,8 +665,8 @@ impl<'a> McastWriter<'a> {
         }
     }
 
-    /// Appends one chunk.
-    pub fn push(&mut self, chunk: &Chunk<'_>) {
+    /// Appends one chunk; returns where its data starts in the output buffer.
+    pub fn push(&mut self, chunk: &Chunk<'_>) -> usize {
         debug_assert!(chunk.offset as usize + chunk.data.len() <= chunk.total_len as usize);
         self.out.extend_from_slice(&chunk.number.to_le_bytes());
         self.out.push(chunk.guarantee as u8);
@@ -674,9 +674,11 @@ impl<'a> McastWriter<'a> {
         self.out.extend_from_slice(&chunk.offset.to_le_bytes());
         self.out
             .extend_from_slice(&(chunk.data.len() as u32).to_le_bytes());
+        let data_at = self.out.len();
         self.out.extend_from_slice(chunk.data);
         self.count += 1;
         self.out[self.count_at..self.count_at + 2].copy_from_slice(&self.count.to_le_bytes());
+        data_at
     }
 
     /// Chunks written so far.
