@@ -9,8 +9,11 @@
 //! without Python.
 
 pub mod api;
+pub mod cli;
 pub mod error;
+pub mod history;
 pub mod ids;
+pub mod node;
 pub mod prng;
 pub mod time;
 pub mod totem;

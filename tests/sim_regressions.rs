@@ -238,3 +238,31 @@ fn one_way_and_non_transitive_links_then_heal() {
     run_for(&mut cluster, Duration::from_secs(6));
     heal_and_check(&mut cluster);
 }
+
+#[test]
+fn a_clean_leave_reconfigures_well_before_the_token_timeout() {
+    let mut cluster = cluster(quiet(4));
+    traffic(&mut cluster, 4, 20);
+    run_for(&mut cluster, Duration::from_millis(2));
+    let before = ring_changes(&cluster, 0);
+    cluster.inject(Fault::Leave {
+        node: 2,
+        down: Duration::from_secs(3),
+    });
+    // The token timeout is 1 s: a leave must not wait for it (nor for consensus after it).
+    run_for(&mut cluster, Duration::from_millis(400));
+    for index in [0, 1, 3] {
+        assert_eq!(
+            ring_changes(&cluster, index),
+            before + 1,
+            "node {} installed the ring without the leaver",
+            index + 1
+        );
+        assert_eq!(cluster.node(index).members().len(), 3);
+        assert_eq!(cluster.node(index).counters().token_losses, 0);
+    }
+    assert!(cluster.node(0).counters().leaves_received >= 1);
+    // It restarts after 3 s and merges back.
+    heal_and_check(&mut cluster);
+    assert_eq!(cluster.node(0).members().len(), 4);
+}

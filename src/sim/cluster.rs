@@ -495,7 +495,7 @@ impl Cluster {
             if self.nemesis.chance(ratio) {
                 *self.coverage.entry(mark).or_default() += 1;
                 let fault = self.nemesis.aimed_at(index, self.nodes.len());
-                if matches!(fault, Fault::Crash { .. }) {
+                if matches!(fault, Fault::Crash { .. } | Fault::Leave { .. }) {
                     let mark = if state == totem::State::Commit {
                         "crash_in_commit"
                     } else {
@@ -547,6 +547,18 @@ impl Cluster {
                 self.history.push(now, process, HistoryEvent::Crash);
                 *self.coverage.entry("crash").or_default() += 1;
                 touched[node] = false;
+            }
+            Fault::Leave { node, down } => {
+                if matches!(self.nodes[node].status, Status::Down(_)) {
+                    return;
+                }
+                // A paused process cannot run its shutdown; it just dies.
+                if matches!(self.nodes[node].status, Status::Up) {
+                    self.nodes[node].core.leave(now);
+                }
+                self.drain(node);
+                *self.coverage.entry("leave").or_default() += 1;
+                self.apply(Fault::Crash { node, down }, touched);
             }
             Fault::Pause { node, duration } => {
                 if matches!(self.nodes[node].status, Status::Up) {

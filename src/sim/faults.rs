@@ -82,6 +82,13 @@ pub enum Fault {
         /// Time until restart.
         down: Duration,
     },
+    /// The node leaves the ring cleanly (a SIGTERM), then is down like a crash.
+    Leave {
+        /// Node index.
+        node: usize,
+        /// Time until restart.
+        down: Duration,
+    },
     /// Stop the node (no input, no timers) for a while; it then resumes with a burst.
     Pause {
         /// Node index.
@@ -170,6 +177,11 @@ impl Nemesis {
         let node = self.prng.below(nodes as u64) as usize;
         let other = |prng: &mut Prng| (node + 1 + prng.below(nodes as u64 - 1) as usize) % nodes;
         Some(match kind {
+            // One shutdown in four is clean (a leave), as when an operator stops a node.
+            0 if self.prng.below(4) == 0 => Fault::Leave {
+                node,
+                down: self.duration(self.options.down_max),
+            },
             0 => Fault::Crash {
                 node,
                 down: self.duration(self.options.down_max),
@@ -209,8 +221,12 @@ impl Nemesis {
 
     /// A fault aimed at `node`, which just entered COMMIT or RECOVERY.
     pub fn aimed_at(&mut self, node: usize, nodes: usize) -> Fault {
-        match self.prng.below(3) {
+        match self.prng.below(4) {
             0 => Fault::Crash {
+                node,
+                down: self.duration(self.options.down_max),
+            },
+            3 => Fault::Leave {
                 node,
                 down: self.duration(self.options.down_max),
             },

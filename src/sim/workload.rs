@@ -8,12 +8,9 @@ use bytes::Bytes;
 use super::history::{AppMessageId, ProcessId};
 use super::options::WorkloadOptions;
 use crate::api::Guarantee;
-use crate::ids::NodeId;
 use crate::prng::Prng;
 
-/// Bytes at the start of every payload: magic, node, incarnation, counter.
-pub const APP_HEADER_LEN: usize = 4 + 4 + 4 + 8;
-const APP_MAGIC: u32 = 0xA11C_E5ED;
+pub use crate::history::{APP_HEADER_LEN, app_id, payload_hash};
 
 /// Draws submits.
 #[derive(Debug)]
@@ -62,10 +59,7 @@ impl Workload {
         };
         let size = size.max(APP_HEADER_LEN);
         let mut bytes = Vec::with_capacity(size);
-        bytes.extend_from_slice(&APP_MAGIC.to_le_bytes());
-        bytes.extend_from_slice(&origin.node.0.to_le_bytes());
-        bytes.extend_from_slice(&origin.incarnation.to_le_bytes());
-        bytes.extend_from_slice(&counter.to_le_bytes());
+        crate::history::write_app_header(AppMessageId { origin, counter }, &mut bytes);
         let mut state = self.prng.next_u64();
         while bytes.len() < size {
             state ^= state << 13;
@@ -78,61 +72,10 @@ impl Workload {
     }
 }
 
-/// The message id written at the start of `payload`, if it has one.
-#[must_use]
-pub fn app_id(payload: &[u8]) -> Option<AppMessageId> {
-    let header = payload.get(..APP_HEADER_LEN)?;
-    let word =
-        |range: std::ops::Range<usize>| u32::from_le_bytes(header[range].try_into().ok()?).into();
-    let magic: Option<u32> = word(0..4);
-    if magic? != APP_MAGIC {
-        return None;
-    }
-    let node: u32 = word(4..8)?;
-    let incarnation: u32 = word(8..12)?;
-    let counter = u64::from_le_bytes(header[12..20].try_into().ok()?);
-    Some(AppMessageId {
-        origin: ProcessId {
-            node: NodeId(node),
-            incarnation,
-        },
-        counter,
-    })
-}
-
-/// A 64-bit hash of `bytes`, 32 bytes at a time in four independent lanes (payloads are
-/// megabytes; this runs for every submit and every delivery).
-#[must_use]
-pub fn payload_hash(bytes: &[u8]) -> u64 {
-    const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut lanes = [
-        0x243F_6A88_85A3_08D3,
-        0x1319_8A2E_0370_7344,
-        0xA409_3822_299F_31D0,
-        0x082E_FA98_EC4E_6C89,
-    ];
-    let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
-            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            *lane = (*lane ^ word).wrapping_mul(MULTIPLIER).rotate_left(29);
-        }
-    }
-    let mut hash = bytes.len() as u64;
-    for lane in lanes {
-        hash = crate::prng::splitmix64(hash ^ lane);
-    }
-    for word in blocks.remainder().chunks(8) {
-        let mut padded = [0u8; 8];
-        padded[..word.len()].copy_from_slice(word);
-        hash = crate::prng::splitmix64(hash ^ u64::from_le_bytes(padded));
-    }
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::NodeId;
     use crate::prng::Ratio;
 
     #[test]

@@ -99,7 +99,7 @@ pub enum Event {
 }
 
 /// Counters of one core (all monotonic).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Tokens accepted.
     pub tokens_accepted: u64,
@@ -167,4 +167,6 @@ pub struct Counters {
     pub foreign_triggers: u64,
     /// Recoveries of a ring formed from three or more old rings (a merge of three).
     pub merges_of_three: u64,
+    /// Leave messages that removed a node from a ring being operated or formed.
+    pub leaves_received: u64,
 }

@@ -97,6 +97,10 @@ pub(super) struct Recovery {
 /// A node starts in the gather state, as Corosync does: the first ring it forms is its first
 /// configuration.
 #[derive(Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent protocol flags, each named after the paper's variable"
+)]
 pub struct Node {
     pub(super) config: Config,
     pub(super) prng: Prng,
@@ -157,6 +161,9 @@ pub struct Node {
     pub(super) next_message_number: u64,
     pub(super) refused_since_writable: bool,
 
+    /// Whether this node left the ring ([`Node::leave`]); it then ignores all input.
+    pub(super) departed: bool,
+
     pub(super) transmits: VecDeque<(Destination, Bytes)>,
     pub(super) events: VecDeque<Event>,
     pub(super) timers: TimerTable,
@@ -200,6 +207,7 @@ impl Node {
             send_queue_bytes: 0,
             next_message_number: config.message_number_start,
             refused_since_writable: false,
+            departed: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             timers: TimerTable::default(),
@@ -306,6 +314,9 @@ impl Node {
     /// is room. An accepted message is never dropped by this node; while no ring is installed
     /// it waits for one.
     pub fn mcast(&mut self, now: Instant, guarantee: Guarantee, payload: Bytes) -> Result<u64> {
+        if self.departed {
+            return Err(Error::Library("this node has left the ring".into()));
+        }
         if payload.len() > self.config.message_size_max {
             return Err(Error::TooBig(
                 format!(
@@ -352,6 +363,9 @@ impl Node {
 
     /// [`Node::handle_datagram`] for a datagram already in shared storage (no copy).
     pub fn handle_datagram_bytes(&mut self, now: Instant, from: NodeId, bytes: &Bytes) {
+        if self.departed {
+            return;
+        }
         if self.config.nodes.binary_search(&from).is_err() || from == self.config.node_id {
             self.counters.datagrams_foreign += 1;
             return;
@@ -412,8 +426,50 @@ impl Node {
         self.receive_packet(seq, packet);
     }
 
+    /// Leaves the ring for good: multicasts a leave (a join that lists this node as failed,
+    /// Corosync's `memb_leave_message`) so that the others form a new ring at once instead of
+    /// waiting for the token timeout, and from then on ignores all input and timers. The leave
+    /// goes out twice: it is one datagram on a lossy network, and a lost one only costs the
+    /// token timeout.
+    pub fn leave(&mut self, _now: Instant) {
+        if self.departed {
+            return;
+        }
+        let me = self.config.node_id;
+        let mut proc_set = match self.state {
+            State::Operational => self.installed_members(),
+            _ => self.gather.proposed(),
+        };
+        if let Err(at) = proc_set.binary_search(&me) {
+            proc_set.insert(at, me);
+        }
+        let join = wire::Join {
+            ring_seq: self.known_ring_seq.max(self.ring.seq),
+            proc_set,
+            fail_set: vec![me],
+        };
+        let mut bytes = Vec::with_capacity(64);
+        wire::encode_join(&mut bytes, me, &join);
+        let bytes = Bytes::from(bytes);
+        self.multicast(bytes.clone());
+        self.multicast(bytes);
+        self.departed = true;
+        self.timers = TimerTable::default();
+        self.self_message = None;
+        self.held_token = None;
+    }
+
+    /// Whether [`Node::leave`] was called.
+    #[must_use]
+    pub fn has_left(&self) -> bool {
+        self.departed
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.departed {
+            return;
+        }
         while let Some(timer) = self.timers.pop_expired(now) {
             match timer {
                 Timer::SelfToken => match self.self_message.take() {

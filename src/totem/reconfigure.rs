@@ -63,7 +63,7 @@ impl Node {
     }
 
     /// Members of the installed ring (empty before the first).
-    fn installed_members(&self) -> Vec<NodeId> {
+    pub(super) fn installed_members(&self) -> Vec<NodeId> {
         self.installed
             .as_ref()
             .map(|(_, members)| members.clone())
@@ -122,6 +122,10 @@ impl Node {
             self.counters.datagrams_malformed += 1;
             return;
         }
+        if join.fail_set.contains(&from) {
+            self.handle_leave(now, from, join);
+            return;
+        }
         match self.state {
             State::Operational => {
                 let members = self.installed_members();
@@ -163,6 +167,40 @@ impl Node {
                 self.gather = Gather::new(me, &proposed);
                 self.gather.process_join(from, join, &members);
                 self.gather_enter(now);
+            }
+        }
+    }
+
+    /// A leave from `from` ([`Node::leave`]): it is failed at once wherever it matters to the
+    /// ring being operated or formed. A leave older than my ring (a previous incarnation's,
+    /// delayed) is ignored, as are leaves of nodes that play no part in my ring.
+    fn handle_leave(&mut self, now: Instant, from: NodeId, join: &Join) {
+        if join.ring_seq < self.ring.seq {
+            return;
+        }
+        let me = self.config.node_id;
+        self.counters.leaves_received += 1;
+        match self.state {
+            State::Operational => {
+                let members = self.installed_members();
+                if members.contains(&from) {
+                    self.gather = Gather::new(me, &members);
+                    self.gather.add_failed(from);
+                    self.gather_enter(now);
+                }
+            }
+            State::Gather => {
+                if self.gather.add_failed(from) {
+                    self.gather_enter(now);
+                }
+            }
+            State::Commit | State::Recovery => {
+                let proposed = self.gather.proposed();
+                if proposed.contains(&from) {
+                    self.gather = Gather::new(me, &proposed);
+                    self.gather.add_failed(from);
+                    self.gather_enter(now);
+                }
             }
         }
     }

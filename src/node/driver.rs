@@ -1,0 +1,469 @@
+//! The event loop that feeds the sans-IO core from UDP sockets and the monotonic clock, and
+//! carries its outputs to the sockets, the history log, the state file and the logs. No
+//! protocol decisions are made here.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use super::clock;
+use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
+use super::control::{self, Connection, ControlSocket, ReadOutcome, Request};
+use super::crypto::{Cipher, ClusterKey, Opener, Sealer};
+use super::state_file::{NodeState, StateFile};
+use super::transport::{Mode, Transport};
+use super::workload::Workload;
+
+use crate::history::{AppMessageId, HistoryEvent, ProcessId, Record, app_id, payload_hash};
+use crate::ids::NodeId;
+use crate::time::Instant;
+use crate::totem::{self, ConfigurationKind, Event};
+
+/// What `totemcast node` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// This node's id, when the config cannot tell (several local addresses).
+    pub nodeid: Option<u32>,
+    /// Record the history (PROTOCOL.md §2.1) as JSON lines here (appended).
+    pub history: Option<PathBuf>,
+    /// Run the test workload at this many messages per second.
+    pub workload_rate: Option<u32>,
+}
+
+const UNICAST: Token = Token(0);
+const MULTICAST: Token = Token(1);
+const CONTROL: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const FIRST_CONNECTION: usize = 16;
+
+/// Largest datagram we accept (UDP's limit).
+const DATAGRAM_MAX: usize = 65_536;
+/// Datagrams handled between two flushes of the core's output, so that a busy socket does
+/// not hold back the token.
+const FLUSH_EVERY: usize = 32;
+
+/// Runs one node in the foreground until SIGTERM or SIGINT.
+pub fn run(config: FileConfig, options: &NodeOptions) -> Result<(), String> {
+    let mut driver = Driver::start(config, options)?;
+    driver
+        .run()
+        .map_err(|error| format!("node stopped: {error}"))
+}
+
+struct Driver {
+    me: NodeId,
+    config: FileConfig,
+    core: totem::Node,
+    sealer: Sealer,
+    opener: Opener,
+    transport: Transport,
+    control: ControlSocket,
+    connections: BTreeMap<usize, Connection>,
+    next_connection: usize,
+    state: NodeState,
+    state_file: StateFile,
+    process: ProcessId,
+    history: Option<BufWriter<File>>,
+    workload: Option<Workload>,
+    /// Workload messages accepted by the core, by message number, until originated.
+    numbered: BTreeMap<u64, AppMessageId>,
+    started: Instant,
+    buffers: Buffers,
+}
+
+struct Buffers {
+    receive: Vec<u8>,
+    plain: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+impl Driver {
+    fn start(config: FileConfig, options: &NodeOptions) -> Result<Driver, String> {
+        let me = config
+            .select_local_node(options.nodeid)
+            .map_err(|error| error.to_string())?;
+        let cipher = match config.crypto.cipher {
+            CipherName::Aes256Gcm => Cipher::Aes256Gcm,
+            CipherName::ChaCha20Poly1305 => Cipher::ChaCha20Poly1305,
+            CipherName::None => Cipher::None,
+        };
+        let authkey = if cipher == Cipher::None {
+            tracing::warn!("cipher = \"none\": datagrams are neither authenticated nor encrypted");
+            Vec::new()
+        } else {
+            super::crypto::read_authkey(&config.crypto.authkey)
+                .map_err(|error| error.to_string())?
+        };
+        let state_file =
+            StateFile::open(&config.system.state_dir, me).map_err(|error| error.to_string())?;
+        let previous = state_file.load().map_err(|error| error.to_string())?;
+        if previous.is_none() {
+            tracing::info!(path = %state_file.path().display(), "no state file: starting afresh");
+        }
+        let state = NodeState::next_start(previous, clock::unix_millis());
+        // Stored before the first datagram: the session and ring seq must grow even if this
+        // run is killed at once.
+        state_file
+            .store(&state)
+            .map_err(|error| error.to_string())?;
+
+        let key = ClusterKey::derive(&authkey, &config.totem.cluster_name, cipher);
+        let sealer = Sealer::new(&key, me, state.session);
+        let opener = Opener::new(&key, &config.node_ids());
+
+        let mut core_config = config
+            .core_config(me, cipher.overhead())
+            .map_err(|error| error.to_string())?;
+        core_config.ring_seq_start = state.ring_seq;
+        core_config.rng_seed = state.session ^ u64::from(me.0).rotate_left(32);
+        let now = clock::now();
+        let core = totem::Node::new(core_config, now).map_err(|error| error.to_string())?;
+
+        let peers = config
+            .nodes
+            .iter()
+            .map(|node| (node.nodeid, node.addr))
+            .collect();
+        let mode = match (config.totem.transport, config.totem.mcastaddr) {
+            (TransportKind::Udp, Some(group)) => Mode::Multicast(group),
+            _ => Mode::Unicast,
+        };
+        let transport = Transport::bind(me, peers, mode).map_err(|error| error.to_string())?;
+        let control = ControlSocket::bind(&config.ipc.socket).map_err(|error| error.to_string())?;
+
+        let process = ProcessId {
+            node: me,
+            incarnation: state.incarnation,
+        };
+        let history = match &options.history {
+            Some(path) => Some(BufWriter::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| format!("{}: {error}", path.display()))?,
+            )),
+            None => None,
+        };
+        let workload = options
+            .workload_rate
+            .map(|rate| Workload::new(process, rate, state.session, now));
+        tracing::info!(
+            nodeid = me.0,
+            incarnation = state.incarnation,
+            cluster = %config.totem.cluster_name,
+            cipher = cipher.name(),
+            "node started"
+        );
+        let mut driver = Driver {
+            me,
+            config,
+            core,
+            sealer,
+            opener,
+            transport,
+            control,
+            connections: BTreeMap::new(),
+            next_connection: FIRST_CONNECTION,
+            state,
+            state_file,
+            process,
+            history,
+            workload,
+            numbered: BTreeMap::new(),
+            started: now,
+            buffers: Buffers {
+                receive: vec![0; DATAGRAM_MAX],
+                plain: Vec::with_capacity(DATAGRAM_MAX),
+                sealed: Vec::with_capacity(DATAGRAM_MAX),
+            },
+        };
+        driver.record(now, HistoryEvent::Start);
+        Ok(driver)
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let registry = poll.registry();
+        registry.register(self.transport.unicast_socket(), UNICAST, Interest::READABLE)?;
+        if let Some(socket) = self.transport.multicast_socket() {
+            registry.register(socket, MULTICAST, Interest::READABLE)?;
+        }
+        registry.register(self.control.listener(), CONTROL, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mut events = Events::with_capacity(64);
+        let mut stop = None;
+        while stop.is_none() {
+            let now = clock::now();
+            let deadline = [
+                self.core.poll_timeout(),
+                self.workload.as_ref().and_then(Workload::next_at),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            match poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            for event in &events {
+                match event.token() {
+                    UNICAST => self.receive(false)?,
+                    MULTICAST => self.receive(true)?,
+                    CONTROL => self.accept(&poll)?,
+                    SIGNALS => stop = signals.pending().next().or(stop),
+                    Token(id) => self.serve(&poll, id),
+                }
+            }
+            let now = clock::now();
+            if self.core.poll_timeout().is_some_and(|due| due <= now) {
+                self.core.handle_timeout(now);
+            }
+            self.run_workload(now);
+            self.flush(now);
+        }
+        let signal = stop.unwrap_or(SIGTERM);
+        tracing::info!(signal, "leaving the ring");
+        let now = clock::now();
+        self.core.leave(now);
+        self.flush(now);
+        self.record(now, HistoryEvent::Crash);
+        self.flush_history();
+        Ok(())
+    }
+
+    /// Drains one socket into the core.
+    fn receive(&mut self, multicast: bool) -> io::Result<()> {
+        let mut handled = 0;
+        while let Some((len, from)) = self.transport.recv(multicast, &mut self.buffers.receive)? {
+            let now = clock::now();
+            match self
+                .opener
+                .open(&self.buffers.receive[..len], &mut self.buffers.plain)
+            {
+                Ok(node) if node == self.me => {}
+                Ok(node) => {
+                    if self.transport.source_matches(node, from) {
+                        self.core.handle_datagram(now, node, &self.buffers.plain);
+                    }
+                }
+                Err(reason) => tracing::debug!(?reason, %from, "datagram dropped"),
+            }
+            handled += 1;
+            if handled % FLUSH_EVERY == 0 {
+                self.flush(now);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_workload(&mut self, now: Instant) {
+        let Some(workload) = &mut self.workload else {
+            return;
+        };
+        while let Some((id, guarantee, payload)) = workload.due(now) {
+            let hash = payload_hash(&payload);
+            let len = payload.len();
+            let Ok(number) = self.core.mcast(now, guarantee, payload) else {
+                workload.refused(now);
+                break;
+            };
+            workload.accepted(now);
+            self.numbered.insert(number, id);
+            let event = HistoryEvent::Submit {
+                msg: id,
+                guarantee,
+                payload_hash: hash,
+                len,
+            };
+            record(&mut self.history, self.process, now, event);
+        }
+    }
+
+    /// Sends what the core wants sent and carries out its events.
+    fn flush(&mut self, now: Instant) {
+        while let Some((destination, datagram)) = self.core.poll_transmit_bytes() {
+            self.sealer.seal(&datagram, &mut self.buffers.sealed);
+            self.transport.send(destination, &self.buffers.sealed);
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.handle_event(now, event);
+        }
+        self.flush_history();
+    }
+
+    fn handle_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Deliver(delivery) => {
+                if let Some(msg) = app_id(&delivery.payload) {
+                    let event = HistoryEvent::Deliver {
+                        msg,
+                        guarantee: delivery.guarantee,
+                        position: delivery.position,
+                        payload_hash: payload_hash(&delivery.payload),
+                        len: delivery.payload.len(),
+                    };
+                    self.record(now, event);
+                }
+            }
+            Event::Originated { number, position } => {
+                if let Some(msg) = self.numbered.remove(&number) {
+                    self.record(now, HistoryEvent::Originate { msg, position });
+                }
+            }
+            Event::Configuration(configuration) => {
+                let event = match configuration.kind {
+                    ConfigurationKind::Regular => {
+                        tracing::info!(
+                            ring = %format_args!("{}:{}", configuration.ring.rep, configuration.ring.seq),
+                            members = ?ids(&configuration.members),
+                            joined = ?ids(&configuration.joined),
+                            "regular configuration"
+                        );
+                        HistoryEvent::ConfReg {
+                            ring: configuration.ring,
+                            members: configuration.members,
+                            joined: configuration.joined,
+                            left: configuration.left,
+                        }
+                    }
+                    ConfigurationKind::Transitional => {
+                        tracing::info!(
+                            members = ?ids(&configuration.members),
+                            left = ?ids(&configuration.left),
+                            "transitional configuration"
+                        );
+                        HistoryEvent::ConfTrans {
+                            old_ring: configuration.old_ring,
+                            new_ring: configuration.ring,
+                            members: configuration.members,
+                            left: configuration.left,
+                        }
+                    }
+                };
+                self.record(now, event);
+            }
+            Event::PersistRingSeq(seq) => {
+                self.state.ring_seq = seq;
+                if let Err(error) = self.state_file.store(&self.state) {
+                    // The ring goes on; only a restart could reuse a ring id.
+                    tracing::error!(%error, "cannot store the ring seq");
+                }
+            }
+            Event::Writable => {}
+        }
+    }
+
+    fn record(&mut self, now: Instant, event: HistoryEvent) {
+        record(&mut self.history, self.process, now, event);
+    }
+
+    fn flush_history(&mut self) {
+        if let Some(history) = &mut self.history
+            && let Err(error) = history.flush()
+        {
+            tracing::error!(%error, "cannot write the history; no longer recording it");
+            self.history = None;
+        }
+    }
+
+    fn accept(&mut self, poll: &Poll) -> io::Result<()> {
+        while let Some(mut connection) = self.control.accept(self.connections.len())? {
+            let id = self.next_connection;
+            self.next_connection += 1;
+            poll.registry()
+                .register(connection.stream(), Token(id), Interest::READABLE)?;
+            self.connections.insert(id, connection);
+            // Edge-triggered: the request may already be there.
+            self.serve(poll, id);
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self, poll: &Poll, id: usize) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let answer = match connection.read() {
+            ReadOutcome::Pending => return,
+            ReadOutcome::Request(Request::Status) => Some(self.status()),
+            ReadOutcome::Request(Request::Workload { rate }) => {
+                let now = clock::now();
+                match &mut self.workload {
+                    Some(workload) => workload.set_rate(rate, now),
+                    None if rate > 0 => {
+                        let workload = Workload::new(self.process, rate, self.state.session, now);
+                        self.workload = Some(workload);
+                    }
+                    None => {}
+                }
+                Some(json!({ "ok": true }))
+            }
+            ReadOutcome::Invalid(message) => Some(json!({ "error": message })),
+            ReadOutcome::Closed => None,
+        };
+        let mut connection = self.connections.remove(&id).expect("present");
+        if let Some(answer) = answer {
+            connection.answer(&answer);
+        }
+        let _ = poll.registry().deregister(connection.stream());
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let ring = self.core.installed_ring();
+        json!({
+            "nodeid": self.me.0,
+            "cluster_name": self.config.totem.cluster_name,
+            "incarnation": self.process.incarnation,
+            "state": format!("{:?}", self.core.state()).to_lowercase(),
+            "ring_id": ring.map(|ring| json!({ "nodeid": ring.rep, "seq": ring.seq })),
+            "members": ids(self.core.members()),
+            "uptime_s": clock::now().saturating_duration_since(self.started).as_secs_f64(),
+            "counters": {
+                "protocol": self.core.counters(),
+                "crypto": self.opener.counters(),
+                "transport": self.transport.counters(),
+                "send_queue_bytes": self.core.send_queue_bytes(),
+            },
+        })
+    }
+}
+
+fn record(
+    history: &mut Option<BufWriter<File>>,
+    process: ProcessId,
+    now: Instant,
+    event: HistoryEvent,
+) {
+    if let Some(writer) = history {
+        let record = Record {
+            time: now,
+            process,
+            event,
+        };
+        if let Err(error) = record.write_json_line(writer) {
+            tracing::error!(%error, "cannot write the history");
+        }
+    }
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<u32> {
+    nodes.iter().map(|node| node.0).collect()
+}
+
+/// Asks the node on `socket` for its status (`totemcast status`).
+pub fn status(socket: &std::path::Path) -> io::Result<serde_json::Value> {
+    control::ask(socket, &Request::Status, Duration::from_secs(5))
+}
