@@ -1,9 +1,18 @@
 """The `totemcast` command line (also `python -m totemcast`)."""
 
 import argparse
+import signal
 import sys
 
 import totemcast
+from totemcast import _native
+
+#: Commands implemented in Rust; their arguments are parsed there.
+NATIVE_COMMANDS = {
+    "node": "run one node in the foreground (--config FILE [--nodeid N] [--history FILE])",
+    "status": "ring id, members, protocol state and counters of a running node [--json]",
+    "keygen": "write a new random authkey file, mode 0400 [-o FILE]",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,15 +20,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="totemcast",
         description="Group communication with extended virtual synchrony (Totem).",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<8} {text}" for name, text in NATIVE_COMMANDS.items())
+        + "\n\n`totemcast COMMAND --help` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"totemcast {totemcast.__version__}")
+    parser.add_argument(
+        "command", nargs="?", choices=sorted(NATIVE_COMMANDS), help=argparse.SUPPRESS
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line with `argv` (default: `sys.argv[1:]`); returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in NATIVE_COMMANDS:
+        if args[0] == "node":
+            # The node handles SIGINT itself (it leaves the ring); Python's handler would raise
+            # KeyboardInterrupt after the node has already shut down cleanly.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        return _native.cli_main(args)
     parser = build_parser()
-    parser.parse_args(argv)
+    parser.parse_args(args)
     parser.print_help()
     return 0
 

@@ -51,6 +51,7 @@ __all__ = [
     "VersionError",
     "__version__",
     "_raise_error",
+    "cli_main",
     "error_table",
 ]
 
@@ -235,3 +236,7 @@ def error_table() -> list[tuple[int, str, str, str, str]]:
 
 def _raise_error(code: int, detail: str) -> NoReturn:
     """Raises the Rust error of `code` with `detail` (a testing aid for the error mapping)."""
+
+def cli_main(args: list[str]) -> int:
+    """Runs the Rust command `args[0]` (`node`, `status` or `keygen`) with its arguments and
+    returns the exit status; the GIL is released while it runs."""

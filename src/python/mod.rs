@@ -25,6 +25,13 @@ fn int_enum<'py>(
         .call((name, members.to_vec()), Some(&kwargs))
 }
 
+/// Runs one of the commands implemented in Rust (`node`, `status`, `keygen`) with `args`
+/// (without the program name) and returns its exit status. The GIL is released meanwhile.
+#[pyfunction]
+fn cli_main(py: Python<'_>, args: Vec<String>) -> i32 {
+    py.detach(|| crate::cli::main(args.into_iter().map(Into::into).collect()))
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -40,5 +47,6 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
         module.add(name, value)?;
     }
     errors::register(module)?;
+    module.add_function(wrap_pyfunction!(cli_main, module)?)?;
     Ok(())
 }
