@@ -21,7 +21,17 @@ $(VENV)/.installed: requirements-dev.txt
 	touch $@
 
 .PHONY: install  ## Create .venv with the build, test and lint tools (requirements-dev.txt)
-install: $(VENV)/.installed
+install: $(VENV)/.installed system-deps
+
+.PHONY: system-deps  ## Debian packages the network-namespace tests use (iproute2: ip, tc), when root
+system-deps:
+	@if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; \
+		else \
+			echo "note: iproute2 (ip, tc) is missing and this is not root: the netns tests will skip"; \
+		fi; \
+	fi
 
 .PHONY: build  ## Build the extension from source (debug) and install it into .venv
 build: install
