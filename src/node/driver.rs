@@ -18,7 +18,7 @@ use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
 use super::control::{self, Connection, ControlSocket, ReadOutcome, Request};
 use super::crypto::{Cipher, ClusterKey, Opener, Sealer};
 use super::state_file::{NodeState, StateFile};
-use super::transport::{Mode, Transport};
+use super::transport::{Mode, RecvBatch, Transport};
 use super::workload::Workload;
 
 use crate::history::{AppMessageId, HistoryEvent, ProcessId, Record, app_id, payload_hash};
@@ -47,9 +47,6 @@ const FIRST_CONNECTION: usize = 16;
 
 /// Largest datagram we accept (UDP's limit).
 const DATAGRAM_MAX: usize = 65_536;
-/// Datagrams handled between two flushes of the core's output, so that a busy socket does
-/// not hold back the token.
-const FLUSH_EVERY: usize = 32;
 
 /// Runs one node in the foreground until SIGTERM or SIGINT.
 pub fn run(config: FileConfig, options: &NodeOptions) -> Result<(), String> {
@@ -81,7 +78,7 @@ struct Driver {
 }
 
 struct Buffers {
-    receive: Vec<u8>,
+    receive: RecvBatch,
     plain: Vec<u8>,
     sealed: Vec<u8>,
 }
@@ -182,7 +179,7 @@ impl Driver {
             numbered: BTreeMap::new(),
             started: now,
             buffers: Buffers {
-                receive: vec![0; DATAGRAM_MAX],
+                receive: RecvBatch::new(DATAGRAM_MAX),
                 plain: Vec::with_capacity(DATAGRAM_MAX),
                 sealed: Vec::with_capacity(DATAGRAM_MAX),
             },
@@ -246,25 +243,27 @@ impl Driver {
 
     /// Drains one socket into the core.
     fn receive(&mut self, multicast: bool) -> io::Result<()> {
-        let mut handled = 0;
-        while let Some((len, from)) = self.transport.recv(multicast, &mut self.buffers.receive)? {
+        // Each batch is one system call; the core's output goes out between batches so that a
+        // busy socket does not hold back the token.
+        while self
+            .transport
+            .recv_batch(multicast, &mut self.buffers.receive)?
+            > 0
+        {
             let now = clock::now();
-            match self
-                .opener
-                .open(&self.buffers.receive[..len], &mut self.buffers.plain)
-            {
-                Ok(node) if node == self.me => {}
-                Ok(node) => {
-                    if self.transport.source_matches(node, from) {
-                        self.core.handle_datagram(now, node, &self.buffers.plain);
+            for index in 0..self.buffers.receive.len() {
+                let (datagram, from) = self.buffers.receive.get(index);
+                match self.opener.open(datagram, &mut self.buffers.plain) {
+                    Ok(node) if node == self.me => {}
+                    Ok(node) => {
+                        if from.is_some_and(|from| self.transport.source_matches(node, from)) {
+                            self.core.handle_datagram(now, node, &self.buffers.plain);
+                        }
                     }
+                    Err(reason) => tracing::debug!(?reason, ?from, "datagram dropped"),
                 }
-                Err(reason) => tracing::debug!(?reason, %from, "datagram dropped"),
             }
-            handled += 1;
-            if handled % FLUSH_EVERY == 0 {
-                self.flush(now);
-            }
+            self.flush(now);
         }
         Ok(())
     }

@@ -5,7 +5,12 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
+
 use mio::net::UdpSocket;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -113,14 +118,42 @@ impl Transport {
                 let group = *group;
                 self.send_to(datagram, group);
             }
-            (Destination::Multicast, Mode::Unicast) => {
-                for index in 0..self.peers.len() {
-                    let (node, addr) = self.peers[index];
-                    if node != self.me {
-                        self.send_to(datagram, addr);
-                    }
-                }
-            }
+            (Destination::Multicast, Mode::Unicast) => self.fan_out(datagram),
+        }
+    }
+
+    /// One copy of `datagram` to every other node in one system call (sendmmsg); whatever the
+    /// kernel did not take is retried one by one (a stale ICMP error fails the whole call).
+    fn fan_out(&mut self, datagram: &[u8]) {
+        let targets: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(node, _)| *node != self.me)
+            .map(|(_, addr)| *addr)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let addrs: Vec<Option<SockaddrStorage>> = targets
+            .iter()
+            .map(|addr| Some(SockaddrStorage::from(*addr)))
+            .collect();
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            targets.iter().map(|_| [IoSlice::new(datagram)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(targets.len(), None);
+        let sent = sendmmsg(
+            self.unicast.as_raw_fd(),
+            &mut headers,
+            &slices,
+            &addrs,
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_or(0, Iterator::count);
+        self.counters.datagrams_sent += sent as u64;
+        self.counters.bytes_sent += (sent * datagram.len()) as u64;
+        for addr in &targets[sent..] {
+            self.send_to(datagram, *addr);
         }
     }
 
@@ -137,33 +170,47 @@ impl Transport {
         }
     }
 
-    /// Receives one datagram from the unicast (`multicast == false`) or the group socket into
-    /// `buf`; `Ok(None)` when the socket has nothing more.
-    pub fn recv(
-        &mut self,
-        multicast: bool,
-        buf: &mut [u8],
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
-        let socket = if multicast {
+    /// Receives up to [`RecvBatch::CAPACITY`] datagrams from the unicast (`multicast ==
+    /// false`) or the group socket in one system call (recvmmsg); 0 when there is nothing.
+    pub fn recv_batch(&mut self, multicast: bool, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.received.clear();
+        let fd = if multicast {
             match &self.multicast {
-                Some(socket) => socket,
-                None => return Ok(None),
+                Some(socket) => socket.as_raw_fd(),
+                None => return Ok(0),
             }
         } else {
-            &self.unicast
+            self.unicast.as_raw_fd()
         };
         loop {
-            match socket.recv_from(buf) {
-                Ok((len, from)) => {
-                    self.counters.datagrams_received += 1;
-                    self.counters.bytes_received += len as u64;
-                    return Ok(Some((len, from)));
+            let mut headers =
+                MultiHeaders::<SockaddrStorage>::preallocate(batch.buffers.len(), None);
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = batch
+                .buffers
+                .iter_mut()
+                .map(|buffer| [IoSliceMut::new(buffer)])
+                .collect();
+            match recvmmsg(
+                fd,
+                &mut headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(results) => {
+                    for message in results {
+                        let from = message.address.as_ref().and_then(socket_addr);
+                        batch.received.push((message.bytes, from));
+                        self.counters.datagrams_received += 1;
+                        self.counters.bytes_received += message.bytes as u64;
+                    }
+                    return Ok(batch.received.len());
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(Errno::EAGAIN) => return Ok(0),
                 // Linux reports an ICMP port-unreachable (a peer that is down) on the next
-                // receive; it says nothing about this datagram stream.
-                Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(error) => return Err(error),
+                // receive; it says nothing about the datagrams waiting.
+                Err(Errno::ECONNREFUSED | Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
             }
         }
     }
@@ -180,6 +227,56 @@ impl Transport {
         }
         matches
     }
+}
+
+/// Receive buffers for [`Transport::recv_batch`].
+#[derive(Debug)]
+pub struct RecvBatch {
+    buffers: Vec<Vec<u8>>,
+    /// Length and source of each datagram received by the last call.
+    received: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl RecvBatch {
+    /// Datagrams per system call.
+    pub const CAPACITY: usize = 32;
+
+    /// Buffers for [`RecvBatch::CAPACITY`] datagrams of up to `datagram_max` bytes.
+    #[must_use]
+    pub fn new(datagram_max: usize) -> RecvBatch {
+        RecvBatch {
+            buffers: (0..Self::CAPACITY).map(|_| vec![0; datagram_max]).collect(),
+            received: Vec::with_capacity(Self::CAPACITY),
+        }
+    }
+
+    /// Datagrams received by the last call.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Whether the last call received nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.received.is_empty()
+    }
+
+    /// Datagram `index` of the last call and its source.
+    #[must_use]
+    pub fn get(&self, index: usize) -> (&[u8], Option<SocketAddr>) {
+        let (len, from) = self.received[index];
+        (&self.buffers[index][..len], from)
+    }
+}
+
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 fn bind_socket(addr: SocketAddr, shared: bool) -> io::Result<std::net::UdpSocket> {
@@ -250,7 +347,7 @@ mod tests {
         transports[0].send(Destination::Multicast, b"hello");
         transports[0].send(Destination::Node(NodeId(3)), b"token");
         assert_eq!(transports[0].counters().datagrams_sent, 3);
-        let mut buf = [0u8; 64];
+        let mut batch = RecvBatch::new(64);
         let mut got = Vec::new();
         for (index, transport) in transports.iter_mut().enumerate().skip(1) {
             // Loopback delivery is immediate but not synchronous with send: poll until seen.
@@ -258,11 +355,14 @@ mod tests {
             let mut seen = 0;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             while seen < want && std::time::Instant::now() < deadline {
-                if let Some((len, from)) = transport.recv(false, &mut buf).unwrap() {
+                transport.recv_batch(false, &mut batch).unwrap();
+                for received in 0..batch.len() {
+                    let (datagram, from) = batch.get(received);
+                    let from = from.unwrap();
                     assert_eq!(from, addrs[0]);
                     assert!(transport.source_matches(NodeId(1), from));
                     assert!(!transport.source_matches(NodeId(2), from));
-                    got.push((index, buf[..len].to_vec()));
+                    got.push((index, datagram.to_vec()));
                     seen += 1;
                 }
             }
