@@ -266,3 +266,22 @@ fn a_clean_leave_reconfigures_well_before_the_token_timeout() {
     heal_and_check(&mut cluster);
     assert_eq!(cluster.node(0).members().len(), 4);
 }
+
+#[test]
+fn quick_restart_of_the_lowest_id_node_without_its_state_file() {
+    // The disk was wiped: the ring seq comes from the wall clock, still above every ring the
+    // node took part in, so no ring id repeats (S5 in heal_and_check).
+    let mut cluster = cluster(quiet(3));
+    traffic(&mut cluster, 3, 10);
+    run_for(&mut cluster, Duration::from_millis(5));
+    let before = cluster.node(0).installed_ring().expect("a ring");
+    cluster.inject(Fault::CrashWiped {
+        node: 0,
+        down: Duration::from_millis(50),
+    });
+    run_for(&mut cluster, Duration::from_millis(100));
+    traffic(&mut cluster, 3, 5);
+    heal_and_check(&mut cluster);
+    let after = cluster.node(0).installed_ring().expect("a ring");
+    assert!(after.seq > before.seq + 1_000_000, "{before:?} then {after:?}");
+}

@@ -34,11 +34,11 @@ impl NodeState {
                 incarnation: previous.incarnation + 1,
                 session: unix_millis.max(previous.session + 1),
             },
-            // Without the file, the wall clock stands in: ring seqs grow by 4 per ring, far
-            // slower than milliseconds, so seeding them from the clock keeps them above any
-            // ring this node took part in before unless the clock went back.
+            // Without the file, the wall clock stands in, in microseconds: ring seqs grow by
+            // 4 per ring and no ring forms in 4 µs, so seeding them from the clock keeps them
+            // above any ring this node took part in before, unless the clock went back.
             None => NodeState {
-                ring_seq: unix_millis,
+                ring_seq: unix_millis.saturating_mul(1000),
                 incarnation: 0,
                 session: unix_millis,
             },

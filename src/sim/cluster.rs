@@ -13,6 +13,7 @@ use super::workload::{self, Workload};
 use crate::api::Guarantee;
 use crate::error::CsError;
 use crate::ids::NodeId;
+use crate::node::state_file::NodeState;
 use crate::prng::{Prng, splitmix64};
 use crate::time::Instant;
 use crate::totem::{self, ConfigurationKind, Destination, Event, Node};
@@ -20,6 +21,9 @@ use crate::totem::{self, ConfigurationKind, Destination, Event, Node};
 const NETWORK_STREAM: u64 = 0x4E7;
 const WORKLOAD_STREAM: u64 = 0x3A4;
 const FAULT_STREAM: u64 = 0xFA7;
+/// The simulated wall clock at simulated time zero (2026-01-01), in ms since the Unix epoch:
+/// nodes restarted without their state file derive their ring seq from it.
+const SIM_WALL_CLOCK_EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// Whether a simulated node runs.
 #[derive(Debug)]
@@ -49,8 +53,8 @@ struct SimNode {
     /// Accepted submits of this incarnation, and how many of them it delivered itself.
     own_submitted: u64,
     own_delivered: u64,
-    /// The node's state file: the last ring seq it persisted.
-    stored_ring_seq: u64,
+    /// The node's state file: the last ring seq it persisted (`None`: wiped).
+    stored_ring_seq: Option<u64>,
 }
 
 /// Figures of one run.
@@ -165,6 +169,7 @@ impl Cluster {
             config.send_queue_bytes_max = options.workload.send_queue_bytes_max;
             config.rng_seed = splitmix64(options.seed ^ u64::from(id.0));
             config.planted_bug = options.planted_bug;
+            let ring_seq_start = config.ring_seq_start;
             let process = ProcessId {
                 node: id,
                 incarnation: 0,
@@ -182,7 +187,7 @@ impl Cluster {
                 delivered: 0,
                 own_submitted: 0,
                 own_delivered: 0,
-                stored_ring_seq: 0,
+                stored_ring_seq: Some(ring_seq_start),
             });
         }
         let network = Network::new(
@@ -449,7 +454,16 @@ impl Cluster {
         let node = &mut self.nodes[index];
         harvest(&mut self.coverage, node.core.counters());
         node.process.incarnation += 1;
-        node.config.ring_seq_start = node.stored_ring_seq;
+        // As the real node does (`NodeState::next_start`): one past the stored seq, or from
+        // the wall clock when the state file is gone.
+        let previous = node.stored_ring_seq.map(|ring_seq| NodeState {
+            ring_seq,
+            incarnation: node.process.incarnation,
+            session: 0,
+        });
+        let wall_clock_ms = SIM_WALL_CLOCK_EPOCH_MS + now.as_nanos() / 1_000_000;
+        node.config.ring_seq_start = NodeState::next_start(previous, wall_clock_ms).ring_seq;
+        node.stored_ring_seq = Some(node.config.ring_seq_start);
         node.core = Node::new(node.config.clone(), now).expect("the configuration was valid");
         node.status = Status::Up;
         node.numbers.clear();
@@ -547,6 +561,17 @@ impl Cluster {
                 self.history.push(now, process, HistoryEvent::Crash);
                 *self.coverage.entry("crash").or_default() += 1;
                 touched[node] = false;
+            }
+            Fault::CrashWiped { node, down } => {
+                if matches!(self.nodes[node].status, Status::Down(_)) {
+                    return;
+                }
+                self.nodes[node].stored_ring_seq = None;
+                *self
+                    .coverage
+                    .entry("restart_without_state_file")
+                    .or_default() += 1;
+                self.apply(Fault::Crash { node, down }, touched);
             }
             Fault::Leave { node, down } => {
                 if matches!(self.nodes[node].status, Status::Down(_)) {
@@ -759,7 +784,7 @@ impl Cluster {
             }
             Event::PersistRingSeq(seq) => {
                 self.hash(&[8, now.as_nanos(), index as u64, seq]);
-                self.nodes[index].stored_ring_seq = seq;
+                self.nodes[index].stored_ring_seq = Some(seq);
             }
             Event::Writable => {
                 self.hash(&[7, now.as_nanos(), index as u64]);

@@ -82,6 +82,13 @@ pub enum Fault {
         /// Time until restart.
         down: Duration,
     },
+    /// Crash the node and lose its state file; it restarts after the delay.
+    CrashWiped {
+        /// Node index.
+        node: usize,
+        /// Time until restart.
+        down: Duration,
+    },
     /// The node leaves the ring cleanly (a SIGTERM), then is down like a crash.
     Leave {
         /// Node index.
@@ -179,6 +186,11 @@ impl Nemesis {
         Some(match kind {
             // One shutdown in four is clean (a leave), as when an operator stops a node.
             0 if self.prng.below(4) == 0 => Fault::Leave {
+                node,
+                down: self.duration(self.options.down_max),
+            },
+            // A disk replaced or wiped: the ring seq comes from the wall clock.
+            0 if self.prng.below(6) == 0 => Fault::CrashWiped {
                 node,
                 down: self.duration(self.options.down_max),
             },
