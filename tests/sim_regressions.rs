@@ -283,5 +283,8 @@ fn quick_restart_of_the_lowest_id_node_without_its_state_file() {
     traffic(&mut cluster, 3, 5);
     heal_and_check(&mut cluster);
     let after = cluster.node(0).installed_ring().expect("a ring");
-    assert!(after.seq > before.seq + 1_000_000, "{before:?} then {after:?}");
+    assert!(
+        after.seq > before.seq + 1_000_000,
+        "{before:?} then {after:?}"
+    );
 }
