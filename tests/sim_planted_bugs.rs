@@ -66,10 +66,18 @@ fn agreed_on_receipt_is_caught_by_the_order_checkers() {
         properties.contains(&"S7") || properties.contains(&"S8"),
         "{properties:?}"
     );
+    // A message delivered on receipt can overtake one its origin had delivered before sending.
+    assert!(properties.contains(&"S13"), "{properties:?}");
 }
 
 #[test]
 fn a_ring_seq_that_does_not_advance_is_caught_by_w4() {
     let properties = caught_with(PlantedBug::RingSeqNotAdvanced, 5, Faults::All);
     assert!(properties.contains(&"W4"), "{properties:?}");
+}
+
+#[test]
+fn an_illegal_state_transition_is_caught_by_w5() {
+    let properties = caught(PlantedBug::SingletonSkipsCommit, 3);
+    assert_eq!(properties, ["W5"]);
 }

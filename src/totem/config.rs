@@ -27,6 +27,9 @@ pub enum PlantedBug {
     AgreedOnReceipt,
     /// The representative reuses its ring's seq for the new ring (breaks W4 and S5).
     RingSeqNotAdvanced,
+    /// A node alone in its gather round goes straight to operational without forming a ring
+    /// (an illegal transition: breaks W5).
+    SingletonSkipsCommit,
 }
 
 /// Settings of one core. Build with [`Config::new`] (Corosync's defaults), adjust fields,

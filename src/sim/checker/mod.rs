@@ -15,12 +15,14 @@
 //! cut into configuration segments and `com_p(R)` ranges, with dense order-preserving ids for
 //! messages, positions and rings, so that the checkers index flat arrays rather than maps and
 //! stay fast on histories of millions of records); `integrity` holds S1, S2, S14; `order` holds
-//! S7, S8, S9 (with `graph` for the SCC search); `delivery` holds S11, S12 and L2;
+//! S7, S8, S9 (with `graph` for the SCC search); `causal` holds S13; `delivery` holds S11, S12
+//! and L2;
 //! `membership` holds S3, S4, S5, S6, S10.
 //!
 //! A property's checker reports at most [`SHOWN_PER_PROPERTY`] violations, then one summary
 //! line with the number it left out.
 
+mod causal;
 mod delivery;
 mod graph;
 mod index;
@@ -35,6 +37,7 @@ use std::fmt;
 
 use crate::sim::history::{History, ProcessId};
 
+pub use causal::s13_causal_order;
 pub use delivery::{check_all_delivered, s11_self_delivery, s12_safe_delivery};
 pub use integrity::{s1_no_creation, s2_no_duplication, s14_position_coherence};
 pub use membership::{
@@ -63,8 +66,8 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Runs every safety checker (S1–S12 and S14; S13, causal order, is implied by S7's origination
-/// vertices) and returns their violations, grouped by property in that order. Empty means the
+/// Runs every safety checker (S1–S14; S15 is the CPG layer's, S16 is S5 and S6 together) and
+/// returns their violations, grouped by property in that order. Empty means the
 /// history is safe. A property's parts, such as S8 (a)/(b)/(c), are named at the start of the
 /// message; `property` is just the number.
 #[must_use]
@@ -87,6 +90,7 @@ fn safety(ix: &Index<'_>) -> Vec<Violation> {
     out.extend(membership::s10(ix));
     out.extend(delivery::s11(ix));
     out.extend(delivery::s12(ix));
+    out.extend(causal::s13(ix));
     out.extend(integrity::s14(ix));
     out
 }
