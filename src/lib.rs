@@ -13,6 +13,7 @@ pub mod cli;
 pub mod error;
 pub mod history;
 pub mod ids;
+pub mod ipc;
 pub mod node;
 pub mod prng;
 pub mod time;

@@ -1,0 +1,755 @@
+//! A single-producer single-consumer ring of variable-size records in shared memory, Aeron
+//! style: the producer claims space, writes the record in place and commits (or aborts); the
+//! consumer reads records in place and releases them, possibly out of order (a zero-copy view
+//! may be kept while later records are read). Positions are 64-bit and only grow, so they
+//! never wrap in practice and "full" and "empty" are never confused.
+//!
+//! Layout of one ring at `offset` in a region: a header of [`HEADER_LEN`] bytes (capacity,
+//! then the producer's tail, the consumer's head and the two sleeping flags, each on its own
+//! cache line), then `capacity` bytes of records. A record is an 8-byte header (payload
+//! length `u32`, kind `u32`) and the payload, padded to 8 bytes; a record never wraps: when
+//! it does not fit before the end, a padding record fills the end and it starts at 0.
+//!
+//! The other process is not trusted: every position and record header read from shared
+//! memory is checked, and a bad one is reported as [`Corrupt`] (the node then drops that
+//! client), never a panic or an out-of-bounds access.
+
+// Header fields and records sit at offsets that are multiples of 8 in a page-aligned mapping,
+// and every position read from shared memory is checked to be a multiple of 8 before use.
+#![allow(
+    clippy::cast_ptr_alignment,
+    reason = "alignment is checked where positions are read"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use super::shm::SharedMemory;
+
+/// Bytes of a ring's header.
+pub const HEADER_LEN: usize = 256;
+/// Bytes of a record's header.
+pub const RECORD_HEADER_LEN: usize = 8;
+/// The kind of a padding record (skipped by the consumer).
+const PADDING: u32 = u32::MAX;
+/// Largest record kind an application layer may use.
+pub const KIND_MAX: u32 = u32::MAX - 1;
+
+const CAPACITY_AT: usize = 0;
+const TAIL_AT: usize = 64;
+const HEAD_AT: usize = 128;
+const CONSUMER_SLEEPING_AT: usize = 192;
+const PRODUCER_SLEEPING_AT: usize = 196;
+
+/// Bytes a ring of `capacity` takes in a region.
+#[must_use]
+pub const fn footprint(capacity: usize) -> usize {
+    HEADER_LEN + capacity
+}
+
+/// The space a record with a payload of `len` bytes takes.
+#[must_use]
+pub const fn record_size(len: usize) -> usize {
+    (RECORD_HEADER_LEN + len + 7) & !7
+}
+
+/// Shared memory broke the ring's rules (a misbehaving or dead-and-overwritten peer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corrupt(pub String);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "corrupt ring: {}", self.0)
+    }
+}
+
+/// Why a claim failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    /// Not enough free space now (`CS_ERR_TRY_AGAIN`); wait for the consumer.
+    Full,
+    /// Larger than the ring can ever hold (`CS_ERR_TOO_BIG`).
+    TooBig,
+}
+
+/// One ring's view of its region.
+#[derive(Debug, Clone)]
+struct RingMemory {
+    memory: Arc<SharedMemory>,
+    /// Offset of the ring's header in the region.
+    offset: usize,
+    capacity: usize,
+}
+
+impl RingMemory {
+    fn new(
+        memory: Arc<SharedMemory>,
+        offset: usize,
+        capacity: usize,
+    ) -> Result<RingMemory, Corrupt> {
+        if !capacity.is_power_of_two() || capacity < 64 || capacity > u32::MAX as usize {
+            return Err(Corrupt(format!(
+                "capacity {capacity} is not a power of two in 64..4 GiB"
+            )));
+        }
+        if offset % 64 != 0
+            || offset
+                .checked_add(footprint(capacity))
+                .is_none_or(|end| end > memory.len())
+        {
+            return Err(Corrupt(format!(
+                "ring at {offset} of {capacity} bytes does not fit a region of {} bytes",
+                memory.len()
+            )));
+        }
+        Ok(RingMemory {
+            memory,
+            offset,
+            capacity,
+        })
+    }
+
+    fn u64_at(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: `at` is one of the header's 8-aligned fields, inside the region (checked in
+        // `new`); the region is page-aligned and lives as long as `self.memory`. Shared memory
+        // is only ever accessed through atomics here, which is sound across processes.
+        unsafe {
+            &*self
+                .memory
+                .as_ptr()
+                .add(self.offset + at)
+                .cast::<AtomicU64>()
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> &AtomicU32 {
+        // SAFETY: as in `u64_at`, for a 4-aligned header field.
+        unsafe {
+            &*self
+                .memory
+                .as_ptr()
+                .add(self.offset + at)
+                .cast::<AtomicU32>()
+        }
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        self.u64_at(TAIL_AT)
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        self.u64_at(HEAD_AT)
+    }
+
+    /// Pointer to data byte `index` (< capacity).
+    fn data(&self, index: usize) -> *mut u8 {
+        debug_assert!(index < self.capacity);
+        // SAFETY: index < capacity, and the data area is inside the region (checked in `new`).
+        unsafe { self.memory.as_ptr().add(self.offset + HEADER_LEN + index) }
+    }
+
+    fn write_header(&self, index: usize, len: u32, kind: u32) {
+        let word = u64::from(len) | (u64::from(kind) << 32);
+        // SAFETY: records are 8-aligned and `index + 8 <= capacity` for every record start;
+        // the header word is written atomically so a concurrent (misbehaving) reader sees old
+        // or new, never a torn mix.
+        unsafe { &*self.data(index).cast::<AtomicU64>() }.store(word, Ordering::Relaxed);
+    }
+
+    fn read_header(&self, index: usize) -> (u32, u32) {
+        // SAFETY: as in `write_header`.
+        let word = unsafe { &*self.data(index).cast::<AtomicU64>() }.load(Ordering::Relaxed);
+        (word as u32, (word >> 32) as u32)
+    }
+}
+
+/// Writes the header of a fresh ring of `capacity` at `offset` (the node does, once).
+pub fn initialize(
+    memory: &Arc<SharedMemory>,
+    offset: usize,
+    capacity: usize,
+) -> Result<(), Corrupt> {
+    let ring = RingMemory::new(Arc::clone(memory), offset, capacity)?;
+    ring.u64_at(CAPACITY_AT)
+        .store(capacity as u64, Ordering::Relaxed);
+    ring.tail().store(0, Ordering::Relaxed);
+    ring.head().store(0, Ordering::Release);
+    Ok(())
+}
+
+/// Reads the capacity a ring's header states (the client does, and checks it).
+#[must_use]
+pub fn stated_capacity(memory: &SharedMemory, offset: usize) -> Option<usize> {
+    if offset % 64 != 0 || offset + HEADER_LEN > memory.len() {
+        return None;
+    }
+    // SAFETY: 8-aligned, inside the region (checked above).
+    let word = unsafe { &*memory.as_ptr().add(offset).cast::<AtomicU64>() };
+    usize::try_from(word.load(Ordering::Acquire)).ok()
+}
+
+/// The writing side.
+#[derive(Debug)]
+pub struct Producer {
+    ring: RingMemory,
+    /// My tail (the shared one is only written by me).
+    tail: u64,
+    /// The consumer's head when last read.
+    head: u64,
+}
+
+/// Space claimed for one record; commit publishes it, drop or abort forgets it.
+#[derive(Debug)]
+pub struct Claim<'p> {
+    producer: &'p mut Producer,
+    /// Position of the record header.
+    start: u64,
+    len: usize,
+    /// How far the tail moves on commit (padding included).
+    advance: u64,
+}
+
+impl Producer {
+    /// The producer of the ring of `capacity` at `offset` in `memory`.
+    pub fn new(
+        memory: Arc<SharedMemory>,
+        offset: usize,
+        capacity: usize,
+    ) -> Result<Producer, Corrupt> {
+        let ring = RingMemory::new(memory, offset, capacity)?;
+        let tail = ring.tail().load(Ordering::Acquire);
+        let head = ring.head().load(Ordering::Acquire);
+        if tail % 8 != 0 || head % 8 != 0 || head > tail || tail - head > capacity as u64 {
+            return Err(Corrupt(format!(
+                "positions head {head} tail {tail} are not a ring's"
+            )));
+        }
+        Ok(Producer { ring, tail, head })
+    }
+
+    /// The ring's capacity in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity
+    }
+
+    /// Largest payload a record can carry.
+    #[must_use]
+    pub fn payload_max(&self) -> usize {
+        self.ring.capacity / 2 - RECORD_HEADER_LEN
+    }
+
+    /// Bytes free now.
+    pub fn free(&mut self) -> Result<usize, Corrupt> {
+        self.refresh_head()?;
+        Ok(self.ring.capacity - (self.tail - self.head) as usize)
+    }
+
+    fn refresh_head(&mut self) -> Result<(), Corrupt> {
+        let head = self.ring.head().load(Ordering::Acquire);
+        if head < self.head || head > self.tail || head % 8 != 0 {
+            return Err(Corrupt(format!(
+                "head {head} outside {}..={}",
+                self.head, self.tail
+            )));
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Claims space for a payload of `len` bytes. A record may take up to half the ring, so
+    /// that one always fits once the ring drains, whatever the wrap position.
+    pub fn claim(&mut self, len: usize) -> Result<Result<Claim<'_>, ClaimError>, Corrupt> {
+        if len > self.payload_max() {
+            return Ok(Err(ClaimError::TooBig));
+        }
+        let size = record_size(len) as u64;
+        let capacity = self.ring.capacity as u64;
+        let index = self.tail % capacity;
+        let contiguous = capacity - index;
+        let padding = if size <= contiguous { 0 } else { contiguous };
+        let need = padding + size;
+        if self.tail + need - self.head > capacity {
+            self.refresh_head()?;
+            if self.tail + need - self.head > capacity {
+                return Ok(Err(ClaimError::Full));
+            }
+        }
+        if padding > 0 {
+            // Unpublished until commit: the consumer never reads past the tail.
+            let len = (padding - RECORD_HEADER_LEN as u64) as u32;
+            self.ring.write_header(index as usize, len, PADDING);
+        }
+        Ok(Ok(Claim {
+            start: self.tail + padding,
+            len,
+            advance: need,
+            producer: self,
+        }))
+    }
+
+    /// Claims, copies `payload` in and commits; returns whether the consumer must be woken.
+    pub fn push(&mut self, kind: u32, payload: &[u8]) -> Result<Result<bool, ClaimError>, Corrupt> {
+        Ok(match self.claim(payload.len())? {
+            Ok(mut claim) => {
+                claim.payload_mut().copy_from_slice(payload);
+                Ok(claim.commit(kind))
+            }
+            Err(error) => Err(error),
+        })
+    }
+
+    /// Marks the producer as waiting for space; returns false (and clears the mark) if space
+    /// for `len` appeared meanwhile. The consumer wakes a sleeping producer when it releases.
+    pub fn prepare_to_wait(&mut self, len: usize) -> Result<bool, Corrupt> {
+        self.ring
+            .u32_at(PRODUCER_SLEEPING_AT)
+            .store(1, Ordering::SeqCst);
+        let need = 2 * record_size(len);
+        if self.free()? >= need.min(self.ring.capacity) {
+            self.ring
+                .u32_at(PRODUCER_SLEEPING_AT)
+                .store(0, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+impl Claim<'_> {
+    /// The record's payload, to be written in place.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let index = (self.start % self.producer.ring.capacity as u64) as usize;
+        // SAFETY: [index + 8, index + 8 + len) lies inside the data area (claim checked that
+        // the record fits before the end), and is beyond the published tail: the consumer does
+        // not read it and no other reference to it exists while this claim borrows the producer
+        // mutably.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.producer.ring.data(index + RECORD_HEADER_LEN),
+                self.len,
+            )
+        }
+    }
+
+    /// Publishes the record with `kind` (≤ [`KIND_MAX`]); returns whether the consumer sleeps
+    /// and must be woken.
+    #[must_use = "a sleeping consumer must be woken"]
+    pub fn commit(self, kind: u32) -> bool {
+        assert!(kind <= KIND_MAX, "record kind {kind} is reserved");
+        let producer = self.producer;
+        let ring = &producer.ring;
+        let index = (self.start % ring.capacity as u64) as usize;
+        ring.write_header(index, self.len as u32, kind);
+        producer.tail += self.advance;
+        ring.tail().store(producer.tail, Ordering::Release);
+        // Pairs with the consumer's fence between setting its sleeping flag and re-reading the
+        // tail: one of the two sides sees the other.
+        fence(Ordering::SeqCst);
+        ring.u32_at(CONSUMER_SLEEPING_AT).swap(0, Ordering::SeqCst) == 1
+    }
+
+    /// Forgets the claim (the same as dropping it).
+    pub fn abort(self) {}
+}
+
+/// A record read by the consumer and not yet released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    start: u64,
+    end: u64,
+    /// The record's kind.
+    pub kind: u32,
+    len: u32,
+}
+
+impl Entry {
+    /// Payload length.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The reading side.
+#[derive(Debug)]
+pub struct Consumer {
+    ring: RingMemory,
+    /// Next record to read.
+    read: u64,
+    /// Everything before it is released (mine; the shared head mirrors it).
+    head: u64,
+    /// Released records beyond `head`, by start → end.
+    released: BTreeMap<u64, u64>,
+    /// Records handed out by `read_next` and not released yet.
+    pinned: usize,
+    /// The producer's tail when last read.
+    tail: u64,
+}
+
+impl Consumer {
+    /// The consumer of the ring of `capacity` at `offset` in `memory`.
+    pub fn new(
+        memory: Arc<SharedMemory>,
+        offset: usize,
+        capacity: usize,
+    ) -> Result<Consumer, Corrupt> {
+        let ring = RingMemory::new(memory, offset, capacity)?;
+        let head = ring.head().load(Ordering::Acquire);
+        if head % 8 != 0 {
+            return Err(Corrupt(format!("head {head} is not 8-aligned")));
+        }
+        Ok(Consumer {
+            ring,
+            read: head,
+            head,
+            released: BTreeMap::new(),
+            pinned: 0,
+            tail: head,
+        })
+    }
+
+    /// Records read and not yet released.
+    #[must_use]
+    pub fn outstanding(&self) -> usize {
+        self.pinned
+    }
+
+    /// The next record, if one is published; its payload stays valid until released.
+    pub fn read_next(&mut self) -> Result<Option<Entry>, Corrupt> {
+        let capacity = self.ring.capacity as u64;
+        loop {
+            if self.read == self.tail {
+                let tail = self.ring.tail().load(Ordering::Acquire);
+                if tail < self.tail || tail - self.head > capacity || tail % 8 != 0 {
+                    return Err(Corrupt(format!(
+                        "tail {tail} outside {}..={}",
+                        self.tail,
+                        self.head + capacity
+                    )));
+                }
+                self.tail = tail;
+                if self.read == self.tail {
+                    return Ok(None);
+                }
+            }
+            let index = (self.read % capacity) as usize;
+            let (len, kind) = self.ring.read_header(index);
+            let size = record_size(len as usize) as u64;
+            let fits = index as u64 + size <= capacity && self.read + size <= self.tail;
+            if !fits {
+                return Err(Corrupt(format!(
+                    "record of {len} bytes at {} does not fit (tail {})",
+                    self.read, self.tail
+                )));
+            }
+            let entry = Entry {
+                start: self.read,
+                end: self.read + size,
+                kind,
+                len,
+            };
+            self.read = entry.end;
+            if kind == PADDING {
+                if index as u64 + size != capacity {
+                    return Err(Corrupt(format!(
+                        "padding at {} short of the end",
+                        entry.start
+                    )));
+                }
+                self.pinned += 1;
+                self.release(entry);
+                continue;
+            }
+            self.pinned += 1;
+            return Ok(Some(entry));
+        }
+    }
+
+    /// A view of `entry`'s payload, valid until it is released. Only for rings whose producer
+    /// is trusted (the node's event ring read by a client): a misbehaving producer could change
+    /// the bytes under the view. The node copies untrusted requests with [`Consumer::copy`].
+    #[must_use]
+    pub fn payload(&self, entry: &Entry) -> &[u8] {
+        let index = (entry.start % self.ring.capacity as u64) as usize;
+        // SAFETY: `read_next` checked that the record lies inside the data area; the producer does
+        // not write it again before the consumer releases it (the head stays before it), and a
+        // released entry is never read again by this consumer.
+        unsafe {
+            std::slice::from_raw_parts(self.ring.data(index + RECORD_HEADER_LEN), entry.len())
+        }
+    }
+
+    /// Copies `entry`'s payload into `out` (replacing its contents).
+    pub fn copy(&self, entry: &Entry, out: &mut Vec<u8>) {
+        let index = (entry.start % self.ring.capacity as u64) as usize;
+        out.clear();
+        out.reserve(entry.len());
+        // SAFETY: the source lies inside the data area (checked by `next`), `out` has room for
+        // `len` bytes after `reserve`, and the two cannot overlap (one is shared memory, the
+        // other our heap). A misbehaving producer writing meanwhile can only change the bytes
+        // it sends us.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ring.data(index + RECORD_HEADER_LEN),
+                out.as_mut_ptr(),
+                entry.len(),
+            );
+            out.set_len(entry.len());
+        }
+    }
+
+    /// Releases a record read by [`Consumer::read_next`] (in any order); returns whether the producer
+    /// waits for space and must be woken.
+    pub fn release(&mut self, entry: Entry) -> bool {
+        self.pinned -= 1;
+        if entry.start != self.head {
+            self.released.insert(entry.start, entry.end);
+            return false;
+        }
+        self.head = entry.end;
+        while let Some(end) = self.released.remove(&self.head) {
+            self.head = end;
+        }
+        self.ring.head().store(self.head, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.ring
+            .u32_at(PRODUCER_SLEEPING_AT)
+            .swap(0, Ordering::SeqCst)
+            == 1
+    }
+
+    /// Marks the consumer as about to sleep; returns false (and clears the mark) if a record
+    /// arrived meanwhile. The producer wakes a sleeping consumer on its next commit.
+    pub fn prepare_to_sleep(&mut self) -> bool {
+        let flag = self.ring.u32_at(CONSUMER_SLEEPING_AT);
+        flag.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.ring.tail().load(Ordering::Acquire) != self.read {
+            flag.store(0, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(capacity: usize) -> (Producer, Consumer, Arc<SharedMemory>) {
+        let memory =
+            Arc::new(SharedMemory::create("ring-test", footprint(capacity).max(4096)).unwrap());
+        initialize(&memory, 0, capacity).unwrap();
+        let producer = Producer::new(Arc::clone(&memory), 0, capacity).unwrap();
+        let consumer = Consumer::new(Arc::clone(&memory), 0, capacity).unwrap();
+        (producer, consumer, memory)
+    }
+
+    #[test]
+    fn records_go_through_in_order_with_wrap_and_padding() {
+        let (mut producer, mut consumer, _memory) = pair(1024);
+        let mut expected = std::collections::VecDeque::new();
+        let mut counter = 0u32;
+        for round in 0..2000usize {
+            let len = (round * 37) % 300;
+            let payload: Vec<u8> = (0..len).map(|i| (i as u32 ^ counter) as u8).collect();
+            match producer.push(counter, &payload).unwrap() {
+                Ok(_) => {
+                    expected.push_back((counter, payload));
+                    counter += 1;
+                }
+                Err(ClaimError::Full) => {
+                    let entry = consumer
+                        .read_next()
+                        .unwrap()
+                        .expect("full ring has records");
+                    let (kind, payload) = expected.pop_front().unwrap();
+                    assert_eq!(entry.kind, kind);
+                    assert_eq!(consumer.payload(&entry), &payload[..]);
+                    consumer.release(entry);
+                }
+                Err(ClaimError::TooBig) => unreachable!("300 < 504"),
+            }
+        }
+        while let Some(entry) = consumer.read_next().unwrap() {
+            let (kind, payload) = expected.pop_front().unwrap();
+            assert_eq!((entry.kind, consumer.payload(&entry)), (kind, &payload[..]));
+            consumer.release(entry);
+        }
+        assert!(expected.is_empty());
+        assert_eq!(producer.free().unwrap(), 1024);
+        assert_eq!(
+            producer.claim(505).unwrap().unwrap_err(),
+            ClaimError::TooBig
+        );
+    }
+
+    #[test]
+    fn aborted_claims_publish_nothing_and_views_release_out_of_order() {
+        let (mut producer, mut consumer, _memory) = pair(256);
+        let mut claim = producer.claim(10).unwrap().unwrap();
+        claim.payload_mut().fill(7);
+        claim.abort();
+        assert_eq!(consumer.read_next().unwrap(), None);
+        for kind in 0..3 {
+            producer.push(kind, &[kind as u8; 40]).unwrap().unwrap();
+        }
+        let a = consumer.read_next().unwrap().unwrap();
+        let b = consumer.read_next().unwrap().unwrap();
+        let c = consumer.read_next().unwrap().unwrap();
+        let free = producer.free().unwrap();
+        // Releasing b and c while a's view is pinned frees nothing yet.
+        consumer.release(b);
+        consumer.release(c);
+        assert_eq!(producer.free().unwrap(), free);
+        assert_eq!(consumer.payload(&a), &[0u8; 40][..]);
+        assert_eq!(consumer.outstanding(), 1);
+        consumer.release(a);
+        assert_eq!(consumer.outstanding(), 0);
+        assert_eq!(producer.free().unwrap(), 256);
+    }
+
+    #[test]
+    fn sleeping_flags_ask_for_exactly_the_needed_wake_ups() {
+        let (mut producer, mut consumer, _memory) = pair(256);
+        assert!(consumer.prepare_to_sleep());
+        assert!(
+            producer.push(1, b"x").unwrap().unwrap(),
+            "the sleeper must be woken"
+        );
+        assert!(
+            !producer.push(2, b"y").unwrap().unwrap(),
+            "it was woken already"
+        );
+        assert!(
+            !consumer.prepare_to_sleep(),
+            "records are waiting: no sleep"
+        );
+        // Fill the ring; the producer waits; a release wakes it.
+        while producer.push(3, &[0; 40]).unwrap().is_ok() {}
+        assert!(producer.prepare_to_wait(40).unwrap());
+        let entry = consumer.read_next().unwrap().unwrap();
+        assert!(consumer.release(entry));
+    }
+
+    #[test]
+    fn garbage_in_shared_memory_is_reported_not_followed() {
+        let (mut producer, mut consumer, memory) = pair(256);
+        producer.push(1, b"hello").unwrap().unwrap();
+        // A peer overwrites the record header with a huge length.
+        // SAFETY: offset HEADER_LEN is the first record header, inside the region, 8-aligned.
+        unsafe {
+            memory
+                .as_ptr()
+                .add(HEADER_LEN)
+                .cast::<u64>()
+                .write_volatile(0xFFFF_0000 | (1 << 32));
+        }
+        assert!(consumer.read_next().is_err());
+        // A peer moves the tail beyond what the ring can hold.
+        let (_producer, mut consumer, memory) = pair(256);
+        // SAFETY: TAIL_AT is the 8-aligned tail field of the ring header.
+        unsafe {
+            memory
+                .as_ptr()
+                .add(TAIL_AT)
+                .cast::<u64>()
+                .write_volatile(10_000);
+        }
+        assert!(consumer.read_next().is_err());
+        // A consumer that moves its head backwards.
+        let (mut producer, _consumer, memory) = pair(256);
+        producer.push(1, &[0; 100]).unwrap().unwrap();
+        producer.push(1, &[0; 100]).unwrap().unwrap();
+        // SAFETY: HEAD_AT is the 8-aligned head field.
+        unsafe {
+            memory
+                .as_ptr()
+                .add(HEAD_AT)
+                .cast::<u64>()
+                .write_volatile(u64::MAX);
+        }
+        assert!(producer.free().is_err());
+        // Random bytes everywhere: never a panic.
+        let (_producer, mut consumer, memory) = pair(1024);
+        let mut state = 0x1234_5678_9ABC_DEF0u64;
+        for round in 0..2000 {
+            for word in 0..(footprint(1024) / 8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if word * 8 == CAPACITY_AT || (round % 3 == 0 && word * 8 == TAIL_AT) {
+                    continue;
+                }
+                // SAFETY: word * 8 < footprint(1024) ≤ the region length, 8-aligned.
+                unsafe {
+                    memory
+                        .as_ptr()
+                        .add(word * 8)
+                        .cast::<u64>()
+                        .write_volatile(state % 4096);
+                }
+            }
+            for _ in 0..10 {
+                match consumer.read_next() {
+                    Ok(Some(entry)) => {
+                        let mut out = Vec::new();
+                        consumer.copy(&entry, &mut out);
+                        consumer.release(entry);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Ok(fresh) = Consumer::new(Arc::clone(&memory), 0, 1024) {
+                consumer = fresh;
+            }
+        }
+    }
+
+    #[test]
+    fn two_threads_move_a_million_records_intact() {
+        let (mut producer, mut consumer, _memory) = pair(1 << 16);
+        let count = 1_000_000u32;
+        let writer = std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while sent < count {
+                let len = (sent % 61) as usize;
+                match producer.claim(len).unwrap() {
+                    Ok(mut claim) => {
+                        for (i, byte) in claim.payload_mut().iter_mut().enumerate() {
+                            *byte = (sent as usize + i) as u8;
+                        }
+                        let _ = claim.commit(sent);
+                        sent += 1;
+                    }
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+        });
+        let mut received = 0u32;
+        while received < count {
+            match consumer.read_next().unwrap() {
+                Some(entry) => {
+                    assert_eq!(entry.kind, received);
+                    let payload = consumer.payload(&entry);
+                    assert_eq!(payload.len(), (received % 61) as usize);
+                    for (i, byte) in payload.iter().enumerate() {
+                        assert_eq!(*byte, (received as usize + i) as u8);
+                    }
+                    consumer.release(entry);
+                    received += 1;
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+        writer.join().unwrap();
+    }
+}
