@@ -7,5 +7,6 @@
     reason = "shared memory needs raw pointers; confined to this module"
 )]
 
+pub mod connection;
 pub mod ring;
 pub mod shm;
