@@ -300,6 +300,16 @@ impl Producer {
         })
     }
 
+    /// Whether the consumer sleeps and must be woken for what was committed (clears its mark).
+    #[must_use = "a sleeping consumer must be woken"]
+    pub fn take_wake(&self) -> bool {
+        // Pairs with the consumer's fence between setting its sleeping flag and re-reading the
+        // tail: one of the two sides sees the other.
+        fence(Ordering::SeqCst);
+        let flag = self.ring.u32_at(CONSUMER_SLEEPING_AT);
+        flag.load(Ordering::Relaxed) == 1 && flag.swap(0, Ordering::SeqCst) == 1
+    }
+
     /// Marks the producer as waiting for space; returns false (and clears the mark) if space
     /// for `len` appeared meanwhile. The consumer wakes a sleeping producer when it releases.
     pub fn prepare_to_wait(&mut self, len: usize) -> Result<bool, Corrupt> {
@@ -344,10 +354,19 @@ impl Claim<'_> {
         ring.write_header(index, self.len as u32, kind);
         producer.tail += self.advance;
         ring.tail().store(producer.tail, Ordering::Release);
-        // Pairs with the consumer's fence between setting its sleeping flag and re-reading the
-        // tail: one of the two sides sees the other.
-        fence(Ordering::SeqCst);
-        ring.u32_at(CONSUMER_SLEEPING_AT).swap(0, Ordering::SeqCst) == 1
+        producer.take_wake()
+    }
+
+    /// Publishes the record without asking whether the consumer sleeps: for batches, which
+    /// end with one [`Producer::take_wake`] (a full fence costs more than a small record).
+    pub fn commit_batched(self, kind: u32) {
+        assert!(kind <= KIND_MAX, "record kind {kind} is reserved");
+        let producer = self.producer;
+        let ring = &producer.ring;
+        let index = (self.start % ring.capacity as u64) as usize;
+        ring.write_header(index, self.len as u32, kind);
+        producer.tail += self.advance;
+        ring.tail().store(producer.tail, Ordering::Release);
     }
 
     /// Forgets the claim (the same as dropping it).
@@ -465,7 +484,7 @@ impl Consumer {
                     )));
                 }
                 self.pinned += 1;
-                self.release(entry);
+                self.release_batched(entry);
                 continue;
             }
             self.pinned += 1;
@@ -509,6 +528,12 @@ impl Consumer {
     /// Releases a record read by [`Consumer::read_next`] (in any order); returns whether the producer
     /// waits for space and must be woken.
     pub fn release(&mut self, entry: Entry) -> bool {
+        self.release_batched(entry) && self.take_producer_wake()
+    }
+
+    /// [`Consumer::release`] without asking whether the producer waits (for batches, which
+    /// end with one [`Consumer::take_producer_wake`]); returns whether space was freed.
+    pub fn release_batched(&mut self, entry: Entry) -> bool {
         self.pinned -= 1;
         if entry.start != self.head {
             self.released.insert(entry.start, entry.end);
@@ -519,11 +544,16 @@ impl Consumer {
             self.head = end;
         }
         self.ring.head().store(self.head, Ordering::Release);
+        true
+    }
+
+    /// Whether the producer waits for space and must be woken (clears its mark); for batches
+    /// of [`Consumer::release`] whose results were ignored.
+    #[must_use = "a waiting producer must be woken"]
+    pub fn take_producer_wake(&self) -> bool {
         fence(Ordering::SeqCst);
-        self.ring
-            .u32_at(PRODUCER_SLEEPING_AT)
-            .swap(0, Ordering::SeqCst)
-            == 1
+        let flag = self.ring.u32_at(PRODUCER_SLEEPING_AT);
+        flag.load(Ordering::Relaxed) == 1 && flag.swap(0, Ordering::SeqCst) == 1
     }
 
     /// Marks the consumer as about to sleep; returns false (and clears the mark) if a record
