@@ -468,6 +468,9 @@ pub enum DropReason {
     Replayed,
     /// From a session older than the newest authenticated one from that node (it restarted).
     StaleSession,
+    /// Not from the address of the node it names (checked before anything else, so that a
+    /// datagram from elsewhere cannot move that node's session or replay window).
+    WrongSource,
 }
 
 /// What an [`Opener`] accepted and dropped, by reason.
@@ -487,6 +490,8 @@ pub struct CryptoCounters {
     pub replayed: u64,
     /// Drops for [`DropReason::StaleSession`].
     pub stale_session: u64,
+    /// Drops for [`DropReason::WrongSource`].
+    pub wrong_source: u64,
 }
 
 impl CryptoCounters {
@@ -509,6 +514,7 @@ impl CryptoCounters {
             DropReason::Unauthentic => &mut self.unauthentic,
             DropReason::Replayed => &mut self.replayed,
             DropReason::StaleSession => &mut self.stale_session,
+            DropReason::WrongSource => &mut self.wrong_source,
         };
         *counter += 1;
     }
@@ -610,8 +616,20 @@ impl Opener {
     /// Replaces `out` with the plaintext of `datagram` and returns its sender, or says why
     /// the datagram was dropped (leaving `out` empty). Never panics, whatever the input.
     pub fn open(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Result<NodeId, DropReason> {
+        self.open_from(datagram, out, |_| true)
+    }
+
+    /// [`Opener::open`] for a datagram that arrived from somewhere `from_node` can judge: it is
+    /// asked, before any decryption or state change, whether the datagram's source is the
+    /// address of the node the header names.
+    pub fn open_from(
+        &mut self,
+        datagram: &[u8],
+        out: &mut Vec<u8>,
+        from_node: impl FnOnce(NodeId) -> bool,
+    ) -> Result<NodeId, DropReason> {
         out.clear();
-        let result = self.open_inner(datagram, out);
+        let result = self.open_inner(datagram, out, from_node);
         match result {
             Ok(_) => self.counters.opened += 1,
             Err(reason) => {
@@ -622,7 +640,12 @@ impl Opener {
         result
     }
 
-    fn open_inner(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Result<NodeId, DropReason> {
+    fn open_inner(
+        &mut self,
+        datagram: &[u8],
+        out: &mut Vec<u8>,
+        from_node: impl FnOnce(NodeId) -> bool,
+    ) -> Result<NodeId, DropReason> {
         let header = Header::decode(datagram)?;
         if header.cipher != self.key.cipher {
             return Err(DropReason::CipherMismatch);
@@ -637,6 +660,9 @@ impl Opener {
             .peers
             .binary_search_by_key(&header.node, |peer| peer.node)
             .map_err(|_| DropReason::UnknownNode)?;
+        if !from_node(header.node) {
+            return Err(DropReason::WrongSource);
+        }
         let peer = &mut self.peers[index];
         out.extend_from_slice(ciphertext);
 
@@ -897,6 +923,26 @@ mod tests {
             (next_session(None, 1234), next_session(Some(10), 1234)),
             (1234, 1234)
         );
+    }
+
+    #[test]
+    fn a_datagram_from_the_wrong_address_changes_nothing() {
+        for cipher in CIPHERS {
+            let (mut sealer, mut opener) = pair(cipher);
+            assert!(open(&mut opener, &seal(&mut sealer, b"a")).is_ok());
+            // Correctly sealed with a newer session, but not from node 2's address.
+            let mut elsewhere = Sealer::new(&key(cipher), NodeId(2), u64::MAX / 2);
+            let mut out = Vec::new();
+            let foreign = seal(&mut elsewhere, b"x");
+            assert_eq!(
+                opener.open_from(&foreign, &mut out, |_| false),
+                Err(DropReason::WrongSource)
+            );
+            assert!(out.is_empty());
+            assert_eq!(opener.counters().wrong_source, 1);
+            // Node 2's own session still opens.
+            assert_eq!(open(&mut opener, &seal(&mut sealer, b"b")).unwrap(), b"b");
+        }
     }
 
     #[test]

@@ -253,13 +253,15 @@ impl Driver {
             let now = clock::now();
             for index in 0..self.buffers.receive.len() {
                 let (datagram, from) = self.buffers.receive.get(index);
-                match self.opener.open(datagram, &mut self.buffers.plain) {
+                let transport = &self.transport;
+                let opened = self
+                    .opener
+                    .open_from(datagram, &mut self.buffers.plain, |node| {
+                        from.is_some_and(|from| transport.source_matches(node, from))
+                    });
+                match opened {
                     Ok(node) if node == self.me => {}
-                    Ok(node) => {
-                        if from.is_some_and(|from| self.transport.source_matches(node, from)) {
-                            self.core.handle_datagram(now, node, &self.buffers.plain);
-                        }
-                    }
+                    Ok(node) => self.core.handle_datagram(now, node, &self.buffers.plain),
                     Err(reason) => tracing::debug!(?reason, ?from, "datagram dropped"),
                 }
             }

@@ -30,8 +30,6 @@ pub struct TransportCounters {
     pub datagrams_received: u64,
     /// Bytes received.
     pub bytes_received: u64,
-    /// Datagrams from an address that is not the sender's configured address.
-    pub wrong_source: u64,
 }
 
 /// How datagrams reach the other nodes.
@@ -215,17 +213,13 @@ impl Transport {
         }
     }
 
-    /// Whether `from` is the configured address of `node` (unicast) or an address of the
-    /// node's host (multicast, where the source port is the node's unicast port too).
-    pub fn source_matches(&mut self, node: NodeId, from: SocketAddr) -> bool {
-        let matches = self
-            .peers
+    /// Whether `from` is the configured address of `node` (multicast datagrams are sent from
+    /// the sender's unicast socket, so the same holds for them).
+    #[must_use]
+    pub fn source_matches(&self, node: NodeId, from: SocketAddr) -> bool {
+        self.peers
             .binary_search_by_key(&node, |(id, _)| *id)
-            .is_ok_and(|index| self.peers[index].1 == from);
-        if !matches {
-            self.counters.wrong_source += 1;
-        }
-        matches
+            .is_ok_and(|index| self.peers[index].1 == from)
     }
 }
 

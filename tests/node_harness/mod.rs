@@ -308,6 +308,30 @@ impl NodeCluster {
         }
     }
 
+    /// [`NodeCluster::wait_for_traffic`] for the nodes `members` (0-based) only: the others may
+    /// be cut off and deliver nothing.
+    pub(crate) fn wait_for_traffic_on(&self, members: &[usize], more: u64, within: Duration) {
+        let delivered = |index: usize| {
+            self.status(index)
+                .and_then(|status| status["counters"]["protocol"]["messages_delivered"].as_u64())
+                .unwrap_or(0)
+        };
+        let start: Vec<u64> = members.iter().map(|&i| delivered(i)).collect();
+        let deadline = std::time::Instant::now() + within;
+        while !members
+            .iter()
+            .zip(&start)
+            .all(|(&index, &start)| delivered(index) >= start + more)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries of {members:?} stalled; logs in {}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every node's history so far.
     pub(crate) fn history(&self) -> History {
         let files: Vec<PathBuf> = (0..self.len())
@@ -324,6 +348,18 @@ impl NodeCluster {
         let answer =
             totemcast::node::control::ask(&socket, &request, Duration::from_secs(5)).unwrap();
         assert_eq!(answer["ok"], true, "{answer}");
+    }
+
+    /// The authkey file every node of the cluster reads.
+    pub(crate) fn authkey(&self) -> PathBuf {
+        self.dir.join("authkey")
+    }
+
+    /// Whether node `index` was started and its process has not exited (reaps it if it has).
+    pub(crate) fn alive(&mut self, index: usize) -> bool {
+        self.children[index]
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 }
 
