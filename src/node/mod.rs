@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config_file;
 pub mod control;
+pub mod cpg;
 pub mod crypto;
 pub mod driver;
 pub mod state_file;
