@@ -191,6 +191,12 @@ impl Service {
         self.conns.get(&conn).map(|c| c.state)
     }
 
+    /// The group a connection is in (or joining or leaving).
+    #[must_use]
+    pub fn joined_group(&self, conn: ConnId) -> Option<&[u8]> {
+        self.conns.get(&conn).and_then(|c| c.group.as_deref())
+    }
+
     /// Whether a sync is running (its confchgs are not out yet).
     #[must_use]
     pub fn syncing(&self) -> bool {

@@ -386,3 +386,103 @@ fn cpg_messages_that_do_not_decode_are_counted() {
     assert_eq!(service.malformed(), 1);
     let _ = Guarantee::Agreed;
 }
+
+/// Random joins, leaves, messages, closed connections and partitions: after every sync, each
+/// node's membership of every group is exactly the processes joined on the nodes of its ring —
+/// no ghosts, nobody missing — and after healing every node agrees.
+#[test]
+fn random_churn_and_partitions_never_leave_ghosts() {
+    use crate::prng::Prng;
+    const NODES: usize = 4;
+    const GROUPS: [&[u8]; 2] = [b"a", b"b"];
+    for seed in 0..40 {
+        let mut prng = Prng::from_seed(seed);
+        let mut bus = Bus::new(NODES);
+        // (node, conn, pid) of every open connection.
+        let mut conns: Vec<(usize, ConnId, u32)> = Vec::new();
+        let mut next_conn = 1;
+        for node in 0..NODES {
+            for _ in 0..2 {
+                let pid = 100 * (node as u32 + 1) + next_conn as u32;
+                bus.services[node].connect(next_conn, pid, false);
+                conns.push((node, next_conn, pid));
+                next_conn += 1;
+            }
+        }
+        for _ in 0..120 {
+            let (node, conn, pid) = conns[prng.below(conns.len() as u64) as usize];
+            let group = GROUPS[prng.below(2) as usize];
+            match prng.below(10) {
+                0..=2 => {
+                    let _ = bus.services[node].join(conn, group);
+                }
+                3 | 4 => {
+                    let _ = bus.services[node].leave(conn, group);
+                }
+                5 | 6 => {
+                    if let Ok(payload) = bus.services[node].mcast(conn, Bytes::from_static(b"m")) {
+                        bus.queue.push((node, payload));
+                    }
+                }
+                7 => {
+                    // The process dies and a new one of the same pid connects.
+                    bus.services[node].disconnect(conn);
+                    conns.retain(|c| c.1 != conn);
+                    bus.services[node].connect(next_conn, pid, false);
+                    conns.push((node, next_conn, pid));
+                    next_conn += 1;
+                }
+                8 => {
+                    let mut order: Vec<usize> = (0..NODES).collect();
+                    prng.shuffle(&mut order);
+                    let cut = 1 + prng.below(NODES as u64 - 1) as usize;
+                    let (left, right) = order.split_at(cut);
+                    let mut groups = vec![left.to_vec(), right.to_vec()];
+                    for g in &mut groups {
+                        g.sort_unstable();
+                    }
+                    bus.configure(&groups);
+                    check_membership(&bus, &conns, &GROUPS, seed);
+                }
+                _ => {
+                    bus.configure(&[(0..NODES).collect()]);
+                    check_membership(&bus, &conns, &GROUPS, seed);
+                }
+            }
+            bus.settle();
+        }
+        bus.configure(&[(0..NODES).collect()]);
+        check_membership(&bus, &conns, &GROUPS, seed);
+        for group in GROUPS {
+            let first = bus.services[0].membership(group);
+            for service in &bus.services {
+                assert_eq!(service.membership(group), first, "seed {seed}");
+            }
+        }
+    }
+}
+
+/// Each node's view of each group equals the processes joined on the nodes of its ring.
+fn check_membership(bus: &Bus, conns: &[(usize, ConnId, u32)], groups: &[&[u8]], seed: u64) {
+    for (i, service) in bus.services.iter().enumerate() {
+        for &group in groups {
+            let mut expected: Vec<(NodeId, u32)> = conns
+                .iter()
+                .filter(|&&(node, conn, _)| {
+                    bus.rings[i].contains(&id(node))
+                        && bus.services[node].state(conn) == Some(ConnState::Joined)
+                        && bus.services[node].joined_group(conn) == Some(group)
+                })
+                .map(|&(node, _, pid)| (id(node), pid))
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(
+                service.membership(group),
+                expected,
+                "seed {seed}: node {} group {:?}",
+                i + 1,
+                String::from_utf8_lossy(group)
+            );
+        }
+    }
+}
