@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cpg;
 pub mod error;
 pub mod history;
 pub mod ids;

@@ -55,8 +55,10 @@ impl Default for Layout {
     }
 }
 
-/// The client's first line on the socket.
+/// The client's first line on the socket (`{"request":"connect",...}`, one of the node's
+/// control requests).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename = "connect")]
 pub struct ConnectRequest {
     /// The client's [`PROTOCOL_VERSION`].
     pub version: u32,
@@ -126,6 +128,12 @@ impl Endpoint {
     #[must_use]
     pub fn wakeup_fd(&self) -> RawFd {
         self.wakeup.as_fd().as_raw_fd()
+    }
+
+    /// The wake-up descriptor, borrowed (for `poll`).
+    #[must_use]
+    pub fn wakeup(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.wakeup.as_fd()
     }
 
     /// Consumes pending wake-ups (non-blocking).

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Ring id, members, state and counters.
     Status,
+    /// Opens an IPC session (the client library's handshake; the answer carries the rings).
+    Connect {
+        /// The client's IPC protocol version.
+        version: u32,
+        /// The service (`"cpg"`).
+        service: String,
+    },
     /// Sets the rate of the test workload (`totemcast node --workload`); 0 stops it.
     Workload {
         /// Messages per second.
@@ -81,6 +88,12 @@ impl Connection {
         let mut line = answer.to_string().into_bytes();
         line.push(b'\n');
         let _ = self.stream.write_all(&line);
+    }
+
+    /// The stream, handed over to an IPC session.
+    #[must_use]
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
     }
 
     /// The stream, for (de)registration.

@@ -13,13 +13,22 @@ use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use std::io::Read as _;
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
+
+use super::clients::{Clients, Effects};
 use super::clock;
 use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
 use super::control::{self, Connection, ControlSocket, ReadOutcome, Request};
+use super::cpg;
 use super::crypto::{Cipher, ClusterKey, Opener, Sealer};
 use super::state_file::{NodeState, StateFile};
 use super::transport::{Mode, RecvBatch, Transport};
 use super::workload::Workload;
+use crate::error::Error;
+use crate::ipc;
 
 use crate::history::{AppMessageId, HistoryEvent, ProcessId, Record, app_id, payload_hash};
 use crate::ids::NodeId;
@@ -44,6 +53,8 @@ const MULTICAST: Token = Token(1);
 const CONTROL: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
+/// Tokens of IPC sessions: `CLIENT_BASE + 2 × conn` is its wake-up, `+ 1` its socket.
+const CLIENT_BASE: usize = 1 << 40;
 
 /// Largest datagram we accept (UDP's limit).
 const DATAGRAM_MAX: usize = 65_536;
@@ -73,6 +84,7 @@ struct Driver {
     workload: Option<Workload>,
     /// Workload messages accepted by the core, by message number, until originated.
     numbered: BTreeMap<u64, AppMessageId>,
+    clients: Clients,
     started: Instant,
     buffers: Buffers,
 }
@@ -177,6 +189,7 @@ impl Driver {
             history,
             workload,
             numbered: BTreeMap::new(),
+            clients: Clients::new(me),
             started: now,
             buffers: Buffers {
                 receive: RecvBatch::new(DATAGRAM_MAX),
@@ -221,6 +234,7 @@ impl Driver {
                     MULTICAST => self.receive(true)?,
                     CONTROL => self.accept(&poll)?,
                     SIGNALS => stop = signals.pending().next().or(stop),
+                    Token(id) if id >= CLIENT_BASE => self.client_event(&poll, id),
                     Token(id) => self.serve(&poll, id),
                 }
             }
@@ -295,12 +309,21 @@ impl Driver {
 
     /// Sends what the core wants sent and carries out its events.
     fn flush(&mut self, now: Instant) {
-        while let Some((destination, datagram)) = self.core.poll_transmit_bytes() {
-            self.sealer.seal(&datagram, &mut self.buffers.sealed);
-            self.transport.send(destination, &self.buffers.sealed);
-        }
-        while let Some(event) = self.core.poll_event() {
-            self.handle_event(now, event);
+        // Events can make more output (a delivery answered by the CPG service): until quiet.
+        loop {
+            let mut quiet = true;
+            while let Some((destination, datagram)) = self.core.poll_transmit_bytes() {
+                self.sealer.seal(&datagram, &mut self.buffers.sealed);
+                self.transport.send(destination, &self.buffers.sealed);
+                quiet = false;
+            }
+            while let Some(event) = self.core.poll_event() {
+                self.handle_event(now, event);
+                quiet = false;
+            }
+            if quiet {
+                break;
+            }
         }
         self.flush_history();
     }
@@ -308,6 +331,17 @@ impl Driver {
     fn handle_event(&mut self, now: Instant, event: Event) {
         match event {
             Event::Deliver(delivery) => {
+                if delivery.payload.first() == Some(&cpg::wire::SERVICE) {
+                    let mut effects = Effects::default();
+                    self.clients.deliver(
+                        delivery.origin,
+                        &delivery.payload,
+                        &mut self.core,
+                        now,
+                        &mut effects,
+                    );
+                    return;
+                }
                 if let Some(msg) = app_id(&delivery.payload) {
                     let event = HistoryEvent::Deliver {
                         msg,
@@ -325,6 +359,9 @@ impl Driver {
                 }
             }
             Event::Configuration(configuration) => {
+                let mut effects = Effects::default();
+                self.clients
+                    .configuration(&configuration, &mut self.core, now, &mut effects);
                 let event = match configuration.kind {
                     ConfigurationKind::Regular => {
                         tracing::info!(
@@ -363,7 +400,10 @@ impl Driver {
                     tracing::error!(%error, "cannot store the ring seq");
                 }
             }
-            Event::Writable => {}
+            Event::Writable => {
+                let mut effects = Effects::default();
+                self.clients.writable(&mut self.core, now, &mut effects);
+            }
         }
     }
 
@@ -399,6 +439,11 @@ impl Driver {
         };
         let answer = match connection.read() {
             ReadOutcome::Pending => return,
+            ReadOutcome::Request(Request::Connect { version, service }) => {
+                let connection = self.connections.remove(&id).expect("present");
+                self.connect(poll, connection, version, &service);
+                return;
+            }
             ReadOutcome::Request(Request::Status) => Some(self.status()),
             ReadOutcome::Request(Request::Workload { rate }) => {
                 let now = clock::now();
@@ -422,6 +467,96 @@ impl Driver {
         let _ = poll.registry().deregister(connection.stream());
     }
 
+    /// The IPC handshake of a client on a control connection.
+    fn connect(&mut self, poll: &Poll, mut connection: Connection, version: u32, service: &str) {
+        let _ = poll.registry().deregister(connection.stream());
+        let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
+            connection.into_stream(),
+        ));
+        let result = (|| -> io::Result<()> {
+            stream.set_nonblocking(false)?;
+            let peer = ipc::connection::peer(&stream)?;
+            let refuse = self.refusal(&peer, service);
+            let request = ipc::connection::ConnectRequest {
+                version,
+                service: service.into(),
+            };
+            let layout = ipc::connection::Layout::default();
+            let Some(endpoint) =
+                ipc::connection::accept(stream, &request, self.me.0, layout, refuse)?
+            else {
+                return Ok(());
+            };
+            endpoint.stream.set_nonblocking(true)?;
+            let wakeup = endpoint.wakeup_fd();
+            let socket = endpoint.stream.as_raw_fd();
+            let conn = self.clients.add(endpoint, peer);
+            let token = CLIENT_BASE + 2 * conn as usize;
+            poll.registry()
+                .register(&mut SourceFd(&wakeup), Token(token), Interest::READABLE)?;
+            poll.registry().register(
+                &mut SourceFd(&socket),
+                Token(token + 1),
+                Interest::READABLE,
+            )?;
+            tracing::debug!(conn, pid = peer.pid, uid = peer.uid, "client connected");
+            Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(%error, "client handshake failed");
+        }
+    }
+
+    /// Why a client may not connect (root, this node's user and the configured uids and gids
+    /// may; others get CS_ERR_ACCESS), or an unknown service.
+    fn refusal(&self, peer: &ipc::connection::Peer, service: &str) -> Option<Error> {
+        if service != "cpg" {
+            return Some(Error::NotSupported(
+                format!("no service {service:?}").into(),
+            ));
+        }
+        let ipc = &self.config.ipc;
+        let allowed = peer.uid == 0
+            || peer.gid == 0
+            || peer.uid == nix::unistd::geteuid().as_raw()
+            || ipc.allowed_uids.contains(&peer.uid)
+            || ipc.allowed_gids.contains(&peer.gid);
+        (!allowed).then(|| {
+            Error::Access(
+                format!(
+                    "uid {} gid {} is not in [ipc] allowed_uids/allowed_gids",
+                    peer.uid, peer.gid
+                )
+                .into(),
+            )
+        })
+    }
+
+    /// A wake-up or a socket event of an IPC session.
+    fn client_event(&mut self, poll: &Poll, token: usize) {
+        let conn = ((token - CLIENT_BASE) / 2) as u64;
+        let now = clock::now();
+        let mut effects = Effects::default();
+        if (token - CLIENT_BASE) % 2 == 0 {
+            self.clients.serve(conn, &mut self.core, now, &mut effects);
+        } else if let Some(endpoint) = self.clients.endpoint(conn) {
+            let mut byte = [0u8; 1];
+            match (&endpoint.stream).read(&mut byte) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                // End of file (the client is gone), an error, or bytes it must not send.
+                _ => {
+                    let wakeup = endpoint.wakeup_fd();
+                    let socket = endpoint.stream.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&wakeup));
+                    let _ = poll.registry().deregister(&mut SourceFd(&socket));
+                    self.clients
+                        .hang_up(conn, &mut self.core, now, &mut effects);
+                }
+            }
+        }
+        let _ = effects;
+    }
+
     fn status(&self) -> serde_json::Value {
         let ring = self.core.installed_ring();
         json!({
@@ -436,6 +571,13 @@ impl Driver {
                 "protocol": self.core.counters(),
                 "crypto": self.opener.counters(),
                 "transport": self.transport.counters(),
+                "clients": self.clients.counters(),
+                "cpg": {
+                    "syncing": self.clients.service().syncing(),
+                    "held": self.clients.service().held(),
+                    "malformed": self.clients.service().malformed(),
+                    "groups": self.clients.service().groups().count(),
+                },
                 "send_queue_bytes": self.core.send_queue_bytes(),
             },
         })

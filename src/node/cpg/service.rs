@@ -203,6 +203,12 @@ impl Service {
         self.sync.is_some()
     }
 
+    /// CPG messages held until the running sync completes.
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// CPG payloads that did not decode (dropped).
     #[must_use]
     pub fn malformed(&self) -> u64 {

@@ -1,0 +1,195 @@
+//! CPG clients (`totemcast::cpg::Handle`) on real node processes: joins and confchgs, one order
+//! of messages at every member, membership queries, errors, a leave that completes, a closed
+//! handle (PROCDOWN) and a killed node (NODEDOWN, then the totem confchg).
+
+mod node_harness;
+
+use std::os::fd::AsFd;
+
+use nix::poll::{PollFd, PollFlags};
+use std::time::{Duration, Instant};
+
+use node_harness::{NodeCluster, Timers};
+use totemcast::api::{DispatchFlags, Guarantee, Reason};
+use totemcast::cpg::{Event, Handle};
+use totemcast::error::CsError;
+use totemcast::ids::NodeId;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+fn socket(cluster: &NodeCluster, index: usize) -> std::path::PathBuf {
+    cluster.dir.join(format!("node-{}.sock", index + 1))
+}
+
+/// Dispatches `handle`'s events into `into` until `done` holds (waiting on its descriptor).
+#[track_caller]
+fn collect(handle: &mut Handle, into: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
+    let deadline = Instant::now() + WITHIN;
+    while !done(into) {
+        assert!(
+            Instant::now() < deadline,
+            "{} events so far, the last ones: {:#?}",
+            into.len(),
+            &into[into.len().saturating_sub(3)..]
+        );
+        {
+            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, 100u16);
+        }
+        handle
+            .dispatch(DispatchFlags::All, |event| into.push(event))
+            .unwrap();
+    }
+}
+
+fn deliveries(events: &[Event]) -> Vec<(u32, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Deliver {
+                nodeid, payload, ..
+            } => Some((nodeid.0, payload.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn three_nodes_one_group_one_order_and_membership_changes() {
+    let mut cluster = NodeCluster::new("cpg", 3, Timers::default(), 0, "");
+    cluster.start_all();
+    cluster.wait_for_ring(&[0, 1, 2], WITHIN);
+    let pid = std::process::id();
+    let mut handles: Vec<Handle> = (0..3)
+        .map(|i| Handle::connect(socket(&cluster, i)).unwrap())
+        .collect();
+    let mut events: Vec<Vec<Event>> = vec![Vec::new(); 3];
+    assert_eq!(handles[1].local_get().unwrap(), NodeId(2));
+
+    // Errors before a join.
+    assert_eq!(
+        handles[0]
+            .mcast_joined(Guarantee::Agreed, &[b"x"])
+            .unwrap_err()
+            .code(),
+        CsError::NotExist
+    );
+    assert_eq!(
+        handles[0].join("").unwrap_err().code(),
+        CsError::InvalidParam
+    );
+    assert_eq!(
+        handles[0].join([b'x'; 129]).unwrap_err().code(),
+        CsError::NameTooLong
+    );
+    assert_eq!(handles[0].leave("g").unwrap_err().code(), CsError::NotExist);
+
+    // Joins, one at a time: each joiner sees its own join first.
+    for i in 0..3 {
+        handles[i].join("g").unwrap();
+        let want = i + 1;
+        collect(&mut handles[i], &mut events[i], |e| {
+            e.iter()
+                .any(|e| matches!(e, Event::ConfChg { members, .. } if members.len() == want))
+        });
+        match &events[i][0] {
+            Event::ConfChg { joined, .. } => {
+                assert_eq!(joined[0].nodeid, NodeId(i as u32 + 1));
+                assert_eq!(joined[0].pid, pid);
+                assert_eq!(joined[0].reason, Reason::Join);
+            }
+            other => panic!("first event {other:?}"),
+        }
+    }
+    assert_eq!(handles[0].join("h").unwrap_err().code(), CsError::Exist);
+    let members = handles[2].membership_get("g").unwrap();
+    assert_eq!(
+        members,
+        vec![(NodeId(1), pid), (NodeId(2), pid), (NodeId(3), pid)]
+    );
+
+    // Every handle sends; every handle delivers all of it in one order.
+    for round in 0..100u32 {
+        for (i, handle) in handles.iter_mut().enumerate() {
+            let guarantee = if round % 3 == 0 {
+                Guarantee::Safe
+            } else {
+                Guarantee::Agreed
+            };
+            let text = format!("{i}:{round}");
+            handle
+                .mcast_joined(guarantee, &[text.as_bytes(), b"!"])
+                .unwrap();
+        }
+    }
+    for i in 0..3 {
+        collect(&mut handles[i], &mut events[i], |e| {
+            deliveries(e).len() == 300
+        });
+    }
+    let order = deliveries(&events[0]);
+    assert_eq!(deliveries(&events[1]), order);
+    assert_eq!(deliveries(&events[2]), order);
+    for i in 0..3u32 {
+        let own: Vec<&Vec<u8>> = order
+            .iter()
+            .filter(|d| d.0 == i + 1)
+            .map(|d| &d.1)
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..100).map(|r| format!("{i}:{r}!").into_bytes()).collect();
+        assert_eq!(
+            own,
+            expected.iter().collect::<Vec<_>>(),
+            "sender order of node {}",
+            i + 1
+        );
+    }
+
+    // A leave completes, the handle can join again.
+    handles[1].leave("g").unwrap();
+    collect(&mut handles[1], &mut events[1], |e| {
+        e.iter().any(|e| matches!(e, Event::ConfChg { left, .. } if left.len() == 1 && left[0].reason == Reason::Leave))
+    });
+    assert_eq!(
+        handles[1]
+            .mcast_joined(Guarantee::Agreed, &[b"x"])
+            .unwrap_err()
+            .code(),
+        CsError::NotExist
+    );
+    handles[1].join("g").unwrap();
+    collect(&mut handles[0], &mut events[0], |e| {
+        e.iter()
+            .filter(|e| matches!(e, Event::ConfChg { members, .. } if members.len() == 3))
+            .count()
+            >= 2
+    });
+
+    // A closed handle leaves with PROCDOWN.
+    let closed = handles.remove(1);
+    events.remove(1);
+    drop(closed);
+    collect(&mut handles[0], &mut events[0], |e| {
+        e.iter().any(|e| matches!(e, Event::ConfChg { left, .. } if left.first().is_some_and(|a| a.reason == Reason::ProcDown)))
+    });
+
+    // A killed node: NODEDOWN, then the totem confchg of the new ring.
+    cluster.kill(2);
+    collect(&mut handles[0], &mut events[0], |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::TotemConfChg { nodes, .. } if nodes.len() == 2))
+    });
+    let down = events[0]
+        .iter()
+        .position(|e| matches!(e, Event::ConfChg { left, .. } if left.first().is_some_and(|a| a.reason == Reason::NodeDown && a.nodeid == NodeId(3))))
+        .expect("a NODEDOWN confchg");
+    let totem = events[0]
+        .iter()
+        .rposition(|e| matches!(e, Event::TotemConfChg { nodes, .. } if nodes.len() == 2))
+        .unwrap();
+    assert!(down < totem, "NODEDOWN comes before the totem confchg");
+    assert_eq!(
+        handles[0].membership_get("g").unwrap(),
+        vec![(NodeId(1), pid)]
+    );
+}
