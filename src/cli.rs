@@ -21,6 +21,7 @@ pub use crate::node::config_file::DEFAULT_SOCKET;
 const USAGE: &str = "\
 usage: totemcast node --config FILE [--nodeid N] [--history FILE] [--workload RATE]
        totemcast status [--json] [--socket PATH] [--config FILE]
+       totemcast cpgtool [--json] [--socket PATH] [--config FILE]
        totemcast keygen [-o FILE]";
 
 /// Runs one command (`args` without the program name) and returns the exit status.
@@ -47,7 +48,8 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
     };
     match command.as_str() {
         "node" => node(&mut parser),
-        "status" => status(&mut parser),
+        "status" => status(&mut parser, false),
+        "cpgtool" => status(&mut parser, true),
         "keygen" => keygen(&mut parser),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
@@ -79,7 +81,8 @@ fn node(parser: &mut lexopt::Parser) -> Result<(), String> {
     driver::run(file, &options)
 }
 
-fn status(parser: &mut lexopt::Parser) -> Result<(), String> {
+/// `status`, or with `groups` `cpgtool`: both ask the node on the resolved socket.
+fn status(parser: &mut lexopt::Parser, groups: bool) -> Result<(), String> {
     let mut json = false;
     let mut socket = None;
     let mut config = None;
@@ -102,16 +105,36 @@ fn status(parser: &mut lexopt::Parser) -> Result<(), String> {
         }
         (None, None, None) => PathBuf::from(DEFAULT_SOCKET),
     };
-    let answer = driver::status(&socket).map_err(|error| error.to_string())?;
+    let ask = if groups {
+        driver::groups
+    } else {
+        driver::status
+    };
+    let answer = ask(&socket).map_err(|error| error.to_string())?;
     if let Some(error) = answer.get("error") {
         return Err(format!("the node refused: {error}"));
     }
     if json {
         println!("{answer}");
+    } else if groups {
+        print!("{}", human_groups(&answer));
     } else {
         print!("{}", human_status(&answer));
     }
     Ok(())
+}
+
+/// The groups answer like `corosync-cpgtool`: a group per line, then its members.
+fn human_groups(answer: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("Group Name             PID         Node ID\n");
+    for group in answer["groups"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "{}", group["name"].as_str().unwrap_or("?"));
+        for member in group["members"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "{:>32} {:>11}", member["pid"], member["nodeid"]);
+        }
+    }
+    out
 }
 
 /// The status answer as a short table for people.

@@ -108,6 +108,41 @@ fn three_nodes_one_group_one_order_and_membership_changes() {
         vec![(NodeId(1), pid), (NodeId(2), pid), (NodeId(3), pid)]
     );
 
+    // cpgtool sees the group, as JSON through the library and as a table through the binary.
+    let groups = totemcast::node::driver::groups(&socket(&cluster, 0)).unwrap();
+    assert_eq!(groups["groups"][0]["name"], "g");
+    assert_eq!(groups["groups"][0]["members"].as_array().unwrap().len(), 3);
+    let table = std::process::Command::new(node_harness::BINARY)
+        .args(["cpgtool", "--socket"])
+        .arg(socket(&cluster, 1))
+        .output()
+        .unwrap();
+    assert!(table.status.success());
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.lines().nth(1) == Some("g"), "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+
+    // A client that writes garbage into its request ring is dropped; nobody else notices.
+    let (mut rogue, _) = totemcast::ipc::connection::connect(&socket(&cluster, 0), "cpg").unwrap();
+    let wake = rogue.tx.push(999, b"garbage").unwrap().unwrap();
+    if wake {
+        rogue.wake_peer();
+    }
+    let deadline = Instant::now() + WITHIN;
+    while cluster.status(0).unwrap()["counters"]["clients"]["disconnected_bad"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the rogue client was not dropped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        std::io::Read::read(&mut &rogue.stream, &mut byte).unwrap(),
+        0,
+        "the node closed the rogue's socket"
+    );
+
     // Every handle sends; every handle delivers all of it in one order.
     for round in 0..100u32 {
         for (i, handle) in handles.iter_mut().enumerate() {

@@ -12,6 +12,7 @@ NATIVE_COMMANDS = {
     "node": "run one node in the foreground (--config FILE [--nodeid N] [--history FILE])",
     "status": "ring id, members, protocol state and counters of a running node [--json]",
     "keygen": "write a new random authkey file, mode 0400 [-o FILE]",
+    "cpgtool": "CPG groups and their members on a running node [--json]",
 }
 
 

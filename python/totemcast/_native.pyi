@@ -238,5 +238,5 @@ def _raise_error(code: int, detail: str) -> NoReturn:
     """Raises the Rust error of `code` with `detail` (a testing aid for the error mapping)."""
 
 def cli_main(args: list[str]) -> int:
-    """Runs the Rust command `args[0]` (`node`, `status` or `keygen`) with its arguments and
-    returns the exit status; the GIL is released while it runs."""
+    """Runs the Rust command `args[0]` (`node`, `status`, `cpgtool` or `keygen`) with its
+    arguments and returns the exit status; the GIL is released while it runs."""

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Ring id, members, state and counters.
     Status,
+    /// CPG groups and their members (`totemcast cpgtool`).
+    Groups,
     /// Opens an IPC session (the client library's handshake; the answer carries the rings).
     Connect {
         /// The client's IPC protocol version.

@@ -445,6 +445,7 @@ impl Driver {
                 return;
             }
             ReadOutcome::Request(Request::Status) => Some(self.status()),
+            ReadOutcome::Request(Request::Groups) => Some(self.groups()),
             ReadOutcome::Request(Request::Workload { rate }) => {
                 let now = clock::now();
                 match &mut self.workload {
@@ -557,6 +558,24 @@ impl Driver {
         let _ = effects;
     }
 
+    fn groups(&self) -> serde_json::Value {
+        let groups: Vec<serde_json::Value> = self
+            .clients
+            .service()
+            .groups()
+            .map(|(name, members)| {
+                json!({
+                    "name": String::from_utf8_lossy(name),
+                    "members": members
+                        .iter()
+                        .map(|(node, pid)| json!({ "nodeid": node.0, "pid": pid }))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "nodeid": self.me.0, "groups": groups })
+    }
+
     fn status(&self) -> serde_json::Value {
         let ring = self.core.installed_ring();
         json!({
@@ -609,4 +628,9 @@ fn ids(nodes: &[NodeId]) -> Vec<u32> {
 /// Asks the node on `socket` for its status (`totemcast status`).
 pub fn status(socket: &std::path::Path) -> io::Result<serde_json::Value> {
     control::ask(socket, &Request::Status, Duration::from_secs(5))
+}
+
+/// Asks the node on `socket` for its CPG groups and members (`totemcast cpgtool`).
+pub fn groups(socket: &std::path::Path) -> io::Result<serde_json::Value> {
+    control::ask(socket, &Request::Groups, Duration::from_secs(5))
 }

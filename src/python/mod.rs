@@ -25,7 +25,7 @@ fn int_enum<'py>(
         .call((name, members.to_vec()), Some(&kwargs))
 }
 
-/// Runs one of the commands implemented in Rust (`node`, `status`, `keygen`) with `args`
+/// Runs one of the commands implemented in Rust (`node`, `status`, `cpgtool`, `keygen`) with `args`
 /// (without the program name) and returns its exit status. The GIL is released meanwhile.
 #[pyfunction]
 fn cli_main(py: Python<'_>, args: Vec<String>) -> i32 {
