@@ -228,6 +228,17 @@ pub fn accept(
         node_wakeup.as_raw_fd(),
         client_wakeup.as_raw_fd(),
     ];
+    // The node counts as asleep on its request ring before the client can write anything, so
+    // that the client's first request wakes it (no wake-up is lost to the handshake).
+    let mut rx = Consumer::new(Arc::clone(&region), 0, layout.request_capacity).map_err(bad)?;
+    let fresh = rx.prepare_to_sleep();
+    debug_assert!(fresh, "a new ring is empty");
+    let tx = Producer::new(
+        Arc::clone(&region),
+        layout.event_offset(),
+        layout.event_capacity,
+    )
+    .map_err(bad)?;
     sendmsg::<()>(
         stream.as_raw_fd(),
         &[IoSlice::new(&line)],
@@ -236,13 +247,8 @@ pub fn accept(
         None,
     )?;
     Ok(Some(Endpoint {
-        rx: Consumer::new(Arc::clone(&region), 0, layout.request_capacity).map_err(bad)?,
-        tx: Producer::new(
-            Arc::clone(&region),
-            layout.event_offset(),
-            layout.event_capacity,
-        )
-        .map_err(bad)?,
+        rx,
+        tx,
         wake_peer: client_wakeup,
         wakeup: node_wakeup,
         stream,
@@ -369,9 +375,15 @@ mod tests {
             let mut node = server.join().unwrap().unwrap();
             // Client → node.
             let wake = client.tx.push(3, b"join").unwrap().unwrap();
-            assert!(!wake, "the node is not asleep");
+            assert!(wake, "the node counts as asleep from the handshake on");
+            client.wake_peer();
+            let wake = client.tx.push(4, b"more").unwrap().unwrap();
+            assert!(!wake, "woken once, not twice");
             let entry = node.rx.read_next().unwrap().unwrap();
             assert_eq!((entry.kind, node.rx.payload(&entry)), (3, &b"join"[..]));
+            node.rx.release(entry);
+            let entry = node.rx.read_next().unwrap().unwrap();
+            assert_eq!(entry.kind, 4);
             node.rx.release(entry);
             // Node → client, with a wake-up through the client's fd.
             assert!(client.rx.prepare_to_sleep());

@@ -105,9 +105,7 @@ impl Clients {
     }
 
     /// A new session; returns its id (the driver registers its descriptors).
-    pub fn add(&mut self, mut endpoint: Endpoint, peer: Peer) -> ConnId {
-        // Asleep from the start: the client's first request wakes the node.
-        let _ = endpoint.rx.prepare_to_sleep();
+    pub fn add(&mut self, endpoint: Endpoint, peer: Peer) -> ConnId {
         let conn = self.next;
         self.next += 1;
         self.service.connect(conn, peer.pid, false);

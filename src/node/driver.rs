@@ -501,6 +501,10 @@ impl Driver {
                 Interest::READABLE,
             )?;
             tracing::debug!(conn, pid = peer.pid, uid = peer.uid, "client connected");
+            // Whatever it wrote while the session was being registered.
+            let mut effects = Effects::default();
+            self.clients
+                .serve(conn, &mut self.core, clock::now(), &mut effects);
             Ok(())
         })();
         if let Err(error) = result {
