@@ -25,8 +25,7 @@ use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use node_harness::{NodeCluster, Timers};
-use totemcast::sim::checker::{check_all_delivered, check_safety};
+use node_harness::{NodeCluster, Timers, quiesce_and_check};
 
 /// Bound on forming a ring (first formation, merges, exclusions).
 const FORM: Duration = Duration::from_secs(20);
@@ -588,49 +587,6 @@ fn start_cluster(net: &Net, name: &str, timers: Timers, workload: u32, extra: &s
         cluster.start_with(index, &net.prefix(index));
     }
     cluster
-}
-
-/// Stops the workload, waits until every running node delivered every message (L2 on the
-/// recorded histories), stops the nodes cleanly, then runs every safety checker.
-fn quiesce_and_check(cluster: &mut NodeCluster) {
-    let running: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.running(i)).collect();
-    for &index in &running {
-        cluster.set_workload(index, 0);
-    }
-    let live: Vec<_> = running.iter().map(|&i| cluster.process(i)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let missing = check_all_delivered(&cluster.history(), &live);
-        if missing.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let statuses: Vec<_> = running.iter().map(|&i| cluster.status(i)).collect();
-            panic!(
-                "not delivered everywhere: {:#?}\nstatus of the running nodes: {statuses:#?}\n\
-                 logs in {}",
-                &missing[..missing.len().min(5)],
-                cluster.dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for index in running {
-        cluster.stop(index);
-    }
-    let history = cluster.history();
-    let submits = history
-        .records
-        .iter()
-        .filter(|r| matches!(r.event, totemcast::history::HistoryEvent::Submit { .. }))
-        .count();
-    assert!(submits > 50, "the workload ran ({submits} submits)");
-    let violations = check_safety(&history);
-    assert!(
-        violations.is_empty(),
-        "{violations:#?}\nlogs in {}",
-        cluster.dir.display()
-    );
 }
 
 /// A protocol or crypto counter of node `index`.

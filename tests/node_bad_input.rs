@@ -19,13 +19,12 @@ mod node_harness;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use node_harness::{NodeCluster, Timers, free_loopback_addr};
+use node_harness::{NodeCluster, Timers, free_loopback_addr, quiesce_and_check};
 use serde_json::Value;
 use totemcast::ids::{NodeId, RingId};
 use totemcast::node::clock;
 use totemcast::node::crypto::{Cipher, ClusterKey, HEADER_LEN, Sealer, TAG_LEN, read_authkey};
 use totemcast::prng::Prng;
-use totemcast::sim::checker::{check_all_delivered, check_safety};
 use totemcast::totem::wire;
 
 const NAME: &str = "badinput";
@@ -36,41 +35,6 @@ const COUNTED: Duration = Duration::from_secs(10);
 const RUNNING: [usize; 3] = [0, 1, 2];
 const SPARE: usize = 3;
 const GARBAGE_LENGTHS: [usize; 7] = [0, 1, 23, 24, 40, 1500, 65_000];
-
-/// Stops the workload, waits until every running node delivered every message (L2 on the
-/// recorded histories), stops the nodes cleanly, then runs every safety checker.
-fn quiesce_and_check(cluster: &mut NodeCluster) {
-    let running: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.running(i)).collect();
-    for &index in &running {
-        cluster.set_workload(index, 0);
-    }
-    let live: Vec<_> = running.iter().map(|&i| cluster.process(i)).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let missing = check_all_delivered(&cluster.history(), &live);
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered everywhere: {:#?}",
-            &missing[..missing.len().min(5)]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for index in running {
-        cluster.stop(index);
-    }
-    let history = cluster.history();
-    let submits = history
-        .records
-        .iter()
-        .filter(|r| matches!(r.event, totemcast::history::HistoryEvent::Submit { .. }))
-        .count();
-    assert!(submits > 50, "the workload ran ({submits} submits)");
-    let violations = check_safety(&history);
-    assert!(violations.is_empty(), "{violations:#?}");
-}
 
 /// `counters.<group>.<name>` of a status answer (0 if absent).
 fn counter(status: &Value, group: &str, name: &str) -> u64 {

@@ -11,46 +11,10 @@ mod node_harness;
 
 use std::time::Duration;
 
-use node_harness::{NodeCluster, Timers, first_configuration_after};
+use node_harness::{NodeCluster, Timers, first_configuration_after, quiesce_and_check};
 use totemcast::node::clock;
-use totemcast::sim::checker::{check_all_delivered, check_safety};
 
 const FORM: Duration = Duration::from_secs(20);
-
-/// Stops the workload, waits until every running node delivered every message (L2 on the
-/// recorded histories), stops the nodes cleanly, then runs every safety checker.
-fn quiesce_and_check(cluster: &mut NodeCluster) {
-    let running: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.running(i)).collect();
-    for &index in &running {
-        cluster.set_workload(index, 0);
-    }
-    let live: Vec<_> = running.iter().map(|&i| cluster.process(i)).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let missing = check_all_delivered(&cluster.history(), &live);
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered everywhere: {:#?}",
-            &missing[..missing.len().min(5)]
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for index in running {
-        cluster.stop(index);
-    }
-    let history = cluster.history();
-    let submits = history
-        .records
-        .iter()
-        .filter(|r| matches!(r.event, totemcast::history::HistoryEvent::Submit { .. }))
-        .count();
-    assert!(submits > 50, "the workload ran ({submits} submits)");
-    let violations = check_safety(&history);
-    assert!(violations.is_empty(), "{violations:#?}");
-}
 
 #[test]
 fn three_nodes_form_one_ring_and_deliver_in_one_order() {

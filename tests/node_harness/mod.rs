@@ -405,3 +405,47 @@ pub(crate) fn first_configuration_after(
 pub(crate) fn show(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// Stops the workload, waits until every running node delivered every message (L2 on the
+/// recorded histories), stops the nodes cleanly, then runs every safety checker.
+#[cfg(feature = "sim")]
+pub(crate) fn quiesce_and_check(cluster: &mut NodeCluster) {
+    let running: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.running(i)).collect();
+    for &index in &running {
+        cluster.set_workload(index, 0);
+    }
+    let live: Vec<_> = running.iter().map(|&i| cluster.process(i)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let missing = totemcast::sim::checker::check_all_delivered(&cluster.history(), &live);
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let statuses: Vec<_> = running.iter().map(|&i| cluster.status(i)).collect();
+            panic!(
+                "not delivered everywhere: {:#?}\nstatus of the running nodes: {statuses:#?}\n\
+                 logs in {}",
+                &missing[..missing.len().min(5)],
+                cluster.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for index in running {
+        cluster.stop(index);
+    }
+    let history = cluster.history();
+    let submits = history
+        .records
+        .iter()
+        .filter(|r| matches!(r.event, totemcast::history::HistoryEvent::Submit { .. }))
+        .count();
+    assert!(submits > 50, "the workload ran ({submits} submits)");
+    let violations = totemcast::sim::checker::check_safety(&history);
+    assert!(
+        violations.is_empty(),
+        "{violations:#?}\nlogs in {}",
+        cluster.dir.display()
+    );
+}
