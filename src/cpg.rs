@@ -195,18 +195,24 @@ impl Handle {
             return Ok(Some(event));
         }
         self.endpoint.clear_wakeup();
-        loop {
-            let Some(entry) = self.endpoint.rx.read_next().map_err(lost)? else {
-                return Ok(None);
-            };
-            self.endpoint.rx.copy(&entry, &mut self.buffer);
-            if self.endpoint.rx.release(entry) {
-                self.endpoint.wake_peer();
-            }
-            if let Some(event) = records::decode_event(entry.kind, &self.buffer) {
+        while let Some(kind) = self.read_record()? {
+            if let Some(event) = records::decode_event(kind, &self.buffer) {
                 return Ok(Some(event));
             }
         }
+        Ok(None)
+    }
+
+    /// Copies the next record of the event ring into `buffer` and releases it; its kind.
+    fn read_record(&mut self) -> Result<Option<u32>> {
+        let Some(entry) = self.endpoint.rx.read_next().map_err(lost)? else {
+            return Ok(None);
+        };
+        self.endpoint.rx.copy(&entry, &mut self.buffer);
+        if self.endpoint.rx.release(entry) {
+            self.endpoint.wake_peer();
+        }
+        Ok(Some(entry.kind))
     }
 
     /// Sends a request and waits for its answer; events that come first are kept for dispatch.
@@ -220,16 +226,10 @@ impl Handle {
             Err(_) => return Err(Error::TryAgain("the request ring is full".into())),
         }
         loop {
-            match self.endpoint.rx.read_next().map_err(lost)? {
-                Some(entry) => {
-                    self.endpoint.rx.copy(&entry, &mut self.buffer);
-                    if self.endpoint.rx.release(entry) {
-                        self.endpoint.wake_peer();
-                    }
-                    if entry.kind == records::ANSWER {
-                        return answer(&self.buffer);
-                    }
-                    if let Some(event) = records::decode_event(entry.kind, &self.buffer) {
+            match self.read_record()? {
+                Some(records::ANSWER) => return answer(&self.buffer),
+                Some(kind) => {
+                    if let Some(event) = records::decode_event(kind, &self.buffer) {
                         self.pending.push_back(event);
                     }
                 }

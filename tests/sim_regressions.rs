@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{all_checks, cluster, quiet, run_for, submit};
 use totemcast::api::Guarantee;
+use totemcast::ids::RingId;
 use totemcast::sim::Cluster;
 use totemcast::sim::faults::Fault;
 use totemcast::sim::network::{Action, Match, Rule};
@@ -93,22 +94,28 @@ fn crash_in_commit() {
     heal_and_check(&mut cluster);
 }
 
-#[test]
-fn quick_restart_of_the_lowest_id_node() {
-    // Corosync 3675dace: a representative that restarts before the others notice must not
-    // be absorbed as if it never left; its ring ids never repeat (state file).
+/// Node 1 (the representative) goes down for 50 ms by `fault` amid traffic and comes back;
+/// returns its ring before and after, once everything is healed and checked.
+fn restart_lowest_id_node(fault: Fault) -> (RingId, RingId) {
     let mut cluster = cluster(quiet(3));
     traffic(&mut cluster, 3, 10);
     run_for(&mut cluster, Duration::from_millis(5));
     let before = cluster.node(0).installed_ring().expect("a ring");
-    cluster.inject(Fault::Crash {
-        node: 0,
-        down: Duration::from_millis(50),
-    });
+    cluster.inject(fault);
     run_for(&mut cluster, Duration::from_millis(100));
     traffic(&mut cluster, 3, 5);
     heal_and_check(&mut cluster);
-    let after = cluster.node(0).installed_ring().expect("a ring");
+    (before, cluster.node(0).installed_ring().expect("a ring"))
+}
+
+#[test]
+fn quick_restart_of_the_lowest_id_node() {
+    // Corosync 3675dace: a representative that restarts before the others notice must not
+    // be absorbed as if it never left; its ring ids never repeat (state file).
+    let (before, after) = restart_lowest_id_node(Fault::Crash {
+        node: 0,
+        down: Duration::from_millis(50),
+    });
     assert!(after.seq > before.seq, "{before:?} then {after:?}");
 }
 
@@ -271,18 +278,10 @@ fn a_clean_leave_reconfigures_well_before_the_token_timeout() {
 fn quick_restart_of_the_lowest_id_node_without_its_state_file() {
     // The disk was wiped: the ring seq comes from the wall clock, still above every ring the
     // node took part in, so no ring id repeats (S5 in heal_and_check).
-    let mut cluster = cluster(quiet(3));
-    traffic(&mut cluster, 3, 10);
-    run_for(&mut cluster, Duration::from_millis(5));
-    let before = cluster.node(0).installed_ring().expect("a ring");
-    cluster.inject(Fault::CrashWiped {
+    let (before, after) = restart_lowest_id_node(Fault::CrashWiped {
         node: 0,
         down: Duration::from_millis(50),
     });
-    run_for(&mut cluster, Duration::from_millis(100));
-    traffic(&mut cluster, 3, 5);
-    heal_and_check(&mut cluster);
-    let after = cluster.node(0).installed_ring().expect("a ring");
     assert!(
         after.seq > before.seq + 1_000_000,
         "{before:?} then {after:?}"

@@ -327,7 +327,7 @@ impl Producer {
     }
 }
 
-impl Claim<'_> {
+impl<'p> Claim<'p> {
     /// The record's payload, to be written in place.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let index = (self.start % self.producer.ring.capacity as u64) as usize;
@@ -347,19 +347,16 @@ impl Claim<'_> {
     /// and must be woken.
     #[must_use = "a sleeping consumer must be woken"]
     pub fn commit(self, kind: u32) -> bool {
-        assert!(kind <= KIND_MAX, "record kind {kind} is reserved");
-        let producer = self.producer;
-        let ring = &producer.ring;
-        let index = (self.start % ring.capacity as u64) as usize;
-        ring.write_header(index, self.len as u32, kind);
-        producer.tail += self.advance;
-        ring.tail().store(producer.tail, Ordering::Release);
-        producer.take_wake()
+        self.publish(kind).take_wake()
     }
 
     /// Publishes the record without asking whether the consumer sleeps: for batches, which
     /// end with one [`Producer::take_wake`] (a full fence costs more than a small record).
     pub fn commit_batched(self, kind: u32) {
+        self.publish(kind);
+    }
+
+    fn publish(self, kind: u32) -> &'p mut Producer {
         assert!(kind <= KIND_MAX, "record kind {kind} is reserved");
         let producer = self.producer;
         let ring = &producer.ring;
@@ -367,6 +364,7 @@ impl Claim<'_> {
         ring.write_header(index, self.len as u32, kind);
         producer.tail += self.advance;
         ring.tail().store(producer.tail, Ordering::Release);
+        producer
     }
 
     /// Forgets the claim (the same as dropping it).

@@ -57,13 +57,6 @@ struct Session {
     backlog_bytes: usize,
 }
 
-/// What the driver must do after a call.
-#[derive(Debug, Default)]
-pub struct Effects {
-    /// Connections to deregister and close (their reasons are logged here).
-    pub closed: Vec<ConnId>,
-}
-
 /// Every local client and the CPG service.
 pub struct Clients {
     me: NodeId,
@@ -71,6 +64,7 @@ pub struct Clients {
     sessions: BTreeMap<ConnId, Session>,
     next: ConnId,
     control_backlog: VecDeque<(Guarantee, Bytes)>,
+    /// Reused buffers: an encoded event, a request's body.
     scratch: BytesMut,
     request: Vec<u8>,
     counters: ClientCounters,
@@ -130,21 +124,17 @@ impl Clients {
     }
 
     /// The client closed its socket (or died): PROCDOWN for its membership.
-    pub fn hang_up(
-        &mut self,
-        conn: ConnId,
-        core: &mut totem::Node,
-        now: Instant,
-        effects: &mut Effects,
-    ) {
+    pub fn hang_up(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
         if self.sessions.remove(&conn).is_some() {
             self.counters.closed += 1;
             self.service.disconnect(conn);
-            self.route(core, now, effects);
+            self.route(core, now);
         }
     }
 
-    fn drop_client(&mut self, conn: ConnId, why: &str, effects: &mut Effects) {
+    /// Drops a misbehaving or slow client (closing its descriptors, which takes them out of
+    /// the driver's poll set) and logs why.
+    fn drop_client(&mut self, conn: ConnId, why: &str) {
         if let Some(session) = self.sessions.remove(&conn) {
             tracing::warn!(
                 conn,
@@ -154,23 +144,16 @@ impl Clients {
                 "client disconnected"
             );
             self.service.disconnect(conn);
-            effects.closed.push(conn);
         }
     }
 
     /// The client woke the node: serve its requests and flush its backlog.
-    pub fn serve(
-        &mut self,
-        conn: ConnId,
-        core: &mut totem::Node,
-        now: Instant,
-        effects: &mut Effects,
-    ) {
+    pub fn serve(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         session.endpoint.clear_wakeup();
-        self.flush_backlog(conn, effects);
+        self.flush_backlog(conn);
         loop {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
@@ -187,13 +170,15 @@ impl Clients {
                     }
                     Err(corrupt) => {
                         self.counters.disconnected_bad += 1;
-                        self.drop_client(conn, &corrupt.0, effects);
+                        self.drop_client(conn, &corrupt.0);
                         return;
                     }
                 },
             };
             session.endpoint.rx.copy(&entry, &mut self.request);
-            let served = self.request_one(conn, entry.kind, core, now, effects);
+            let body = std::mem::take(&mut self.request);
+            let served = self.request_one(conn, entry.kind, &body, core, now);
+            self.request = body;
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };
@@ -209,7 +194,7 @@ impl Clients {
                 break;
             }
         }
-        self.route(core, now, effects);
+        self.route(core, now);
     }
 
     /// Serves one request; false if it must wait for room in the core.
@@ -217,16 +202,15 @@ impl Clients {
         &mut self,
         conn: ConnId,
         kind: u32,
+        body: &[u8],
         core: &mut totem::Node,
         now: Instant,
-        effects: &mut Effects,
     ) -> bool {
-        let body = std::mem::take(&mut self.request);
-        let answer: Option<Result<Vec<u8>, Error>> = match kind {
-            records::JOIN => Some(self.service.join(conn, &body).map(|()| Vec::new())),
-            records::LEAVE => Some(self.service.leave(conn, &body).map(|()| Vec::new())),
-            records::MEMBERSHIP_GET => Some(super::cpg::service::check_name(&body).map(|()| {
-                let members = self.service.membership(&body);
+        let answer: Result<Vec<u8>, Error> = match kind {
+            records::JOIN => self.service.join(conn, body).map(|()| Vec::new()),
+            records::LEAVE => self.service.leave(conn, body).map(|()| Vec::new()),
+            records::MEMBERSHIP_GET => super::cpg::service::check_name(body).map(|()| {
+                let members = self.service.membership(body);
                 let mut out = Vec::with_capacity(4 + 8 * members.len());
                 out.extend_from_slice(&(members.len() as u32).to_le_bytes());
                 for (node, pid) in members {
@@ -234,53 +218,45 @@ impl Clients {
                     out.extend_from_slice(&pid.to_le_bytes());
                 }
                 out
-            })),
-            records::LOCAL_GET => Some(Ok(self.me.0.to_le_bytes().to_vec())),
+            }),
+            records::LOCAL_GET => Ok(self.me.0.to_le_bytes().to_vec()),
             records::MCAST => {
-                let Some((guarantee, payload)) = records::decode_mcast(&body) else {
+                let Some((guarantee, payload)) = records::decode_mcast(body) else {
                     self.counters.disconnected_bad += 1;
-                    self.drop_client(conn, "malformed multicast request", effects);
+                    self.drop_client(conn, "malformed multicast request");
                     return true;
                 };
-                let Ok(message) = self.service.mcast(conn, Bytes::copy_from_slice(payload)) else {
-                    // The library checks the handle's state first; a client that sends anyway
-                    // only loses its own message.
-                    self.request = body;
-                    return true;
-                };
-                match core.mcast(now, guarantee, message) {
-                    Err(Error::TryAgain(_)) => {
-                        self.request = body;
-                        return false;
+                // The library checks the handle's state first; a client that sends anyway only
+                // loses its own message.
+                if let Ok(message) = self.service.mcast(conn, payload) {
+                    match core.mcast(now, guarantee, message) {
+                        Err(Error::TryAgain(_)) => return false,
+                        Err(error) => tracing::warn!(conn, %error, "multicast refused"),
+                        Ok(_) => {}
                     }
-                    Err(error) => tracing::warn!(conn, %error, "multicast refused"),
-                    Ok(_) => {}
                 }
-                None
+                return true;
             }
             other => {
                 self.counters.disconnected_bad += 1;
-                self.drop_client(conn, &format!("unknown request kind {other}"), effects);
+                self.drop_client(conn, &format!("unknown request kind {other}"));
                 return true;
             }
         };
-        self.request = body;
-        if let Some(answer) = answer {
-            let (status, reply) = match answer {
-                Ok(reply) => (1u32, reply),
-                Err(error) => (u32::from(error.code()), error.detail().as_bytes().to_vec()),
-            };
-            let mut record = Vec::with_capacity(4 + reply.len());
-            record.extend_from_slice(&status.to_le_bytes());
-            record.extend_from_slice(&reply);
-            self.write(conn, ANSWER, Bytes::from(record), effects);
-        }
+        let (status, reply) = match answer {
+            Ok(reply) => (1u32, reply),
+            Err(error) => (u32::from(error.code()), error.detail().as_bytes().to_vec()),
+        };
+        let mut record = Vec::with_capacity(4 + reply.len());
+        record.extend_from_slice(&status.to_le_bytes());
+        record.extend_from_slice(&reply);
+        self.write(conn, ANSWER, &record);
         true
     }
 
     /// The core has room again: control messages first, then waiting clients.
-    pub fn writable(&mut self, core: &mut totem::Node, now: Instant, effects: &mut Effects) {
-        self.route(core, now, effects);
+    pub fn writable(&mut self, core: &mut totem::Node, now: Instant) {
+        self.route(core, now);
         let waiting: Vec<ConnId> = self
             .sessions
             .iter()
@@ -288,7 +264,7 @@ impl Clients {
             .map(|(&id, _)| id)
             .collect();
         for conn in waiting {
-            self.serve(conn, core, now, effects);
+            self.serve(conn, core, now);
         }
     }
 
@@ -299,10 +275,9 @@ impl Clients {
         payload: &Bytes,
         core: &mut totem::Node,
         now: Instant,
-        effects: &mut Effects,
     ) {
         self.service.on_deliver(origin, payload);
-        self.route(core, now, effects);
+        self.route(core, now);
     }
 
     /// A configuration from the core.
@@ -311,26 +286,26 @@ impl Clients {
         configuration: &totem::Configuration,
         core: &mut totem::Node,
         now: Instant,
-        effects: &mut Effects,
     ) {
         self.service.on_configuration(configuration);
-        self.route(core, now, effects);
+        self.route(core, now);
     }
 
     /// Carries the service's outputs to the core and the clients.
-    fn route(&mut self, core: &mut totem::Node, now: Instant, effects: &mut Effects) {
+    fn route(&mut self, core: &mut totem::Node, now: Instant) {
+        let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(output) = self.service.poll_output() {
             match output {
                 Output::Multicast { guarantee, payload } => {
                     self.control_backlog.push_back((guarantee, payload));
                 }
                 Output::Event { conn, event } => {
-                    let kind = records::encode_event(&event, &mut self.scratch);
-                    let body = self.scratch.split().freeze();
-                    self.write(conn, kind, body, effects);
+                    let kind = records::encode_event(&event, &mut scratch);
+                    self.write(conn, kind, &scratch);
                 }
             }
         }
+        self.scratch = scratch;
         while let Some((guarantee, payload)) = self.control_backlog.pop_front() {
             if let Err(error) = core.mcast(now, guarantee, payload.clone()) {
                 if matches!(error.code(), CsError::TryAgain) {
@@ -343,36 +318,50 @@ impl Clients {
     }
 
     /// Writes one record to a client's event ring, or to its backlog when the ring is full.
-    fn write(&mut self, conn: ConnId, kind: u32, body: Bytes, effects: &mut Effects) {
+    fn write(&mut self, conn: ConnId, kind: u32, body: &[u8]) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         self.counters.events_written += 1;
-        if session.backlog.is_empty() && try_write(&mut session.endpoint, kind, &body) {
-            return;
+        if session.backlog.is_empty() {
+            match try_write(&mut session.endpoint, kind, body) {
+                Written::Yes => return,
+                Written::Full => {}
+                Written::Never(why) => {
+                    self.counters.disconnected_bad += 1;
+                    self.drop_client(conn, why);
+                    return;
+                }
+            }
         }
         session.backlog_bytes += body.len();
-        session.backlog.push_back((kind, body));
+        session
+            .backlog
+            .push_back((kind, Bytes::copy_from_slice(body)));
         // Ask the client to wake the node when it releases room.
         let _ = session.endpoint.tx.prepare_to_wait(0);
         if session.backlog_bytes > BACKLOG_MAX {
             self.counters.disconnected_slow += 1;
-            self.drop_client(
-                conn,
-                "it stopped reading its events (backlog over 64 MiB)",
-                effects,
-            );
+            self.drop_client(conn, "it stopped reading its events (backlog over 64 MiB)");
         }
     }
 
-    fn flush_backlog(&mut self, conn: ConnId, _effects: &mut Effects) {
+    fn flush_backlog(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         while let Some((kind, body)) = session.backlog.front() {
-            if !try_write(&mut session.endpoint, *kind, body) {
-                let _ = session.endpoint.tx.prepare_to_wait(0);
-                return;
+            match try_write(&mut session.endpoint, *kind, body) {
+                Written::Yes => {}
+                Written::Full => {
+                    let _ = session.endpoint.tx.prepare_to_wait(0);
+                    return;
+                }
+                Written::Never(why) => {
+                    self.counters.disconnected_bad += 1;
+                    self.drop_client(conn, why);
+                    return;
+                }
             }
             session.backlog_bytes -= body.len();
             session.backlog.pop_front();
@@ -380,16 +369,27 @@ impl Clients {
     }
 }
 
+/// What became of a record written to a client's event ring.
+enum Written {
+    Yes,
+    /// No room now: keep it for later.
+    Full,
+    /// It can never be written (the client corrupted its ring, or the record is larger than
+    /// the ring): the client must go.
+    Never(&'static str),
+}
+
 /// Writes a record if the ring has room; wakes the client when it sleeps.
-fn try_write(endpoint: &mut Endpoint, kind: u32, body: &[u8]) -> bool {
-    match endpoint.tx.claim(body.len()) {
-        Ok(Ok(mut claim)) => {
-            claim.payload_mut().copy_from_slice(body);
-            if claim.commit(kind) {
+fn try_write(endpoint: &mut Endpoint, kind: u32, body: &[u8]) -> Written {
+    match endpoint.tx.push(kind, body) {
+        Ok(Ok(wake)) => {
+            if wake {
                 endpoint.wake_peer();
             }
-            true
+            Written::Yes
         }
-        Ok(Err(ClaimError::Full | ClaimError::TooBig)) | Err(_) => false,
+        Ok(Err(ClaimError::Full)) => Written::Full,
+        Ok(Err(ClaimError::TooBig)) => Written::Never("an event larger than its event ring"),
+        Err(_) => Written::Never("it corrupted its event ring"),
     }
 }

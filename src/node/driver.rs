@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 
-use super::clients::{Clients, Effects};
+use super::clients::Clients;
 use super::clock;
 use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
 use super::control::{self, Connection, ControlSocket, ReadOutcome, Request};
@@ -332,14 +332,8 @@ impl Driver {
         match event {
             Event::Deliver(delivery) => {
                 if delivery.payload.first() == Some(&cpg::wire::SERVICE) {
-                    let mut effects = Effects::default();
-                    self.clients.deliver(
-                        delivery.origin,
-                        &delivery.payload,
-                        &mut self.core,
-                        now,
-                        &mut effects,
-                    );
+                    self.clients
+                        .deliver(delivery.origin, &delivery.payload, &mut self.core, now);
                     return;
                 }
                 if let Some(msg) = app_id(&delivery.payload) {
@@ -359,9 +353,8 @@ impl Driver {
                 }
             }
             Event::Configuration(configuration) => {
-                let mut effects = Effects::default();
                 self.clients
-                    .configuration(&configuration, &mut self.core, now, &mut effects);
+                    .configuration(&configuration, &mut self.core, now);
                 let event = match configuration.kind {
                     ConfigurationKind::Regular => {
                         tracing::info!(
@@ -401,8 +394,7 @@ impl Driver {
                 }
             }
             Event::Writable => {
-                let mut effects = Effects::default();
-                self.clients.writable(&mut self.core, now, &mut effects);
+                self.clients.writable(&mut self.core, now);
             }
         }
     }
@@ -474,42 +466,43 @@ impl Driver {
         let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
             connection.into_stream(),
         ));
-        let result = (|| -> io::Result<()> {
-            stream.set_nonblocking(false)?;
-            let peer = ipc::connection::peer(&stream)?;
-            let refuse = self.refusal(&peer, service);
-            let request = ipc::connection::ConnectRequest {
-                version,
-                service: service.into(),
-            };
-            let layout = ipc::connection::Layout::default();
-            let Some(endpoint) =
-                ipc::connection::accept(stream, &request, self.me.0, layout, refuse)?
-            else {
-                return Ok(());
-            };
-            endpoint.stream.set_nonblocking(true)?;
-            let wakeup = endpoint.wakeup_fd();
-            let socket = endpoint.stream.as_raw_fd();
-            let conn = self.clients.add(endpoint, peer);
-            let token = CLIENT_BASE + 2 * conn as usize;
-            poll.registry()
-                .register(&mut SourceFd(&wakeup), Token(token), Interest::READABLE)?;
-            poll.registry().register(
-                &mut SourceFd(&socket),
-                Token(token + 1),
-                Interest::READABLE,
-            )?;
-            tracing::debug!(conn, pid = peer.pid, uid = peer.uid, "client connected");
-            // Whatever it wrote while the session was being registered.
-            let mut effects = Effects::default();
-            self.clients
-                .serve(conn, &mut self.core, clock::now(), &mut effects);
-            Ok(())
-        })();
-        if let Err(error) = result {
+        if let Err(error) = self.open_session(poll, stream, version, service) {
             tracing::warn!(%error, "client handshake failed");
         }
+    }
+
+    fn open_session(
+        &mut self,
+        poll: &Poll,
+        stream: std::os::unix::net::UnixStream,
+        version: u32,
+        service: &str,
+    ) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        let peer = ipc::connection::peer(&stream)?;
+        let refuse = self.refusal(&peer, service);
+        let request = ipc::connection::ConnectRequest {
+            version,
+            service: service.into(),
+        };
+        let layout = ipc::connection::Layout::default();
+        let Some(endpoint) = ipc::connection::accept(stream, &request, self.me.0, layout, refuse)?
+        else {
+            return Ok(());
+        };
+        endpoint.stream.set_nonblocking(true)?;
+        let wakeup = endpoint.wakeup_fd();
+        let socket = endpoint.stream.as_raw_fd();
+        let conn = self.clients.add(endpoint, peer);
+        let token = CLIENT_BASE + 2 * conn as usize;
+        poll.registry()
+            .register(&mut SourceFd(&wakeup), Token(token), Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&socket), Token(token + 1), Interest::READABLE)?;
+        tracing::debug!(conn, pid = peer.pid, uid = peer.uid, "client connected");
+        // Whatever it wrote while the session was being registered.
+        self.clients.serve(conn, &mut self.core, clock::now());
+        Ok(())
     }
 
     /// Why a client may not connect (root, this node's user and the configured uids and gids
@@ -541,25 +534,25 @@ impl Driver {
     fn client_event(&mut self, poll: &Poll, token: usize) {
         let conn = ((token - CLIENT_BASE) / 2) as u64;
         let now = clock::now();
-        let mut effects = Effects::default();
         if (token - CLIENT_BASE) % 2 == 0 {
-            self.clients.serve(conn, &mut self.core, now, &mut effects);
-        } else if let Some(endpoint) = self.clients.endpoint(conn) {
-            let mut byte = [0u8; 1];
-            match (&endpoint.stream).read(&mut byte) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                // End of file (the client is gone), an error, or bytes it must not send.
-                _ => {
-                    let wakeup = endpoint.wakeup_fd();
-                    let socket = endpoint.stream.as_raw_fd();
-                    let _ = poll.registry().deregister(&mut SourceFd(&wakeup));
-                    let _ = poll.registry().deregister(&mut SourceFd(&socket));
-                    self.clients
-                        .hang_up(conn, &mut self.core, now, &mut effects);
-                }
+            self.clients.serve(conn, &mut self.core, now);
+            return;
+        }
+        let Some(endpoint) = self.clients.endpoint(conn) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        match (&endpoint.stream).read(&mut byte) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            // End of file (the client is gone), an error, or bytes it must not send.
+            _ => {
+                let wakeup = endpoint.wakeup_fd();
+                let socket = endpoint.stream.as_raw_fd();
+                let _ = poll.registry().deregister(&mut SourceFd(&wakeup));
+                let _ = poll.registry().deregister(&mut SourceFd(&socket));
+                self.clients.hang_up(conn, &mut self.core, now);
             }
         }
-        let _ = effects;
     }
 
     fn groups(&self) -> serde_json::Value {

@@ -32,7 +32,7 @@ impl NodeState {
             Some(previous) => NodeState {
                 ring_seq: previous.ring_seq + 1,
                 incarnation: previous.incarnation + 1,
-                session: unix_millis.max(previous.session + 1),
+                session: crate::node::crypto::next_session(Some(previous.session), unix_millis),
             },
             // Without the file, the wall clock stands in, in microseconds: ring seqs grow by
             // 4 per ring and no ring forms in 4 µs, so seeding them from the clock keeps them
@@ -40,7 +40,7 @@ impl NodeState {
             None => NodeState {
                 ring_seq: unix_millis.saturating_mul(1000),
                 incarnation: 0,
-                session: unix_millis,
+                session: crate::node::crypto::next_session(None, unix_millis),
             },
         }
     }

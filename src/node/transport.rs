@@ -44,9 +44,11 @@ pub enum Mode {
 /// The node's sockets.
 #[derive(Debug)]
 pub struct Transport {
-    me: NodeId,
     /// Every node's address, sorted by node id (including mine).
     peers: Vec<(NodeId, SocketAddr)>,
+    /// The other nodes' addresses, as `SocketAddr` and as sendmmsg takes them.
+    others: Vec<SocketAddr>,
+    others_raw: Vec<Option<SockaddrStorage>>,
     mode: Mode,
     unicast: UdpSocket,
     multicast: Option<UdpSocket>,
@@ -77,9 +79,19 @@ impl Transport {
                 Some(socket)
             }
         };
+        let others: Vec<SocketAddr> = peers
+            .iter()
+            .filter(|(node, _)| *node != me)
+            .map(|(_, addr)| *addr)
+            .collect();
+        let others_raw = others
+            .iter()
+            .map(|addr| Some(SockaddrStorage::from(*addr)))
+            .collect();
         Ok(Transport {
-            me,
             peers,
+            others,
+            others_raw,
             mode,
             unicast: UdpSocket::from_std(unicast),
             multicast: multicast.map(UdpSocket::from_std),
@@ -123,35 +135,29 @@ impl Transport {
     /// One copy of `datagram` to every other node in one system call (sendmmsg); whatever the
     /// kernel did not take is retried one by one (a stale ICMP error fails the whole call).
     fn fan_out(&mut self, datagram: &[u8]) {
-        let targets: Vec<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|(node, _)| *node != self.me)
-            .map(|(_, addr)| *addr)
-            .collect();
-        if targets.is_empty() {
+        if self.others.is_empty() {
             return;
         }
-        let addrs: Vec<Option<SockaddrStorage>> = targets
+        let slices: Vec<[IoSlice<'_>; 1]> = self
+            .others
             .iter()
-            .map(|addr| Some(SockaddrStorage::from(*addr)))
+            .map(|_| [IoSlice::new(datagram)])
             .collect();
-        let slices: Vec<[IoSlice<'_>; 1]> =
-            targets.iter().map(|_| [IoSlice::new(datagram)]).collect();
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(targets.len(), None);
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(self.others.len(), None);
         let sent = sendmmsg(
             self.unicast.as_raw_fd(),
             &mut headers,
             &slices,
-            &addrs,
+            &self.others_raw,
             [],
             MsgFlags::MSG_DONTWAIT,
         )
         .map_or(0, Iterator::count);
         self.counters.datagrams_sent += sent as u64;
         self.counters.bytes_sent += (sent * datagram.len()) as u64;
-        for addr in &targets[sent..] {
-            self.send_to(datagram, *addr);
+        for index in sent..self.others.len() {
+            let addr = self.others[index];
+            self.send_to(datagram, addr);
         }
     }
 

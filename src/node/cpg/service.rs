@@ -314,17 +314,14 @@ impl Service {
         Ok(())
     }
 
-    /// `cpg_mcast_joined`: the payload to multicast, or why not. The caller hands it to the
-    /// core (its flow control decides acceptance).
-    pub fn mcast(&mut self, conn: ConnId, payload: Bytes) -> Result<Bytes> {
+    /// `cpg_mcast_joined`: the totem payload carrying `payload` (one copy), or why not. The
+    /// caller hands it to the core (its flow control decides acceptance).
+    pub fn mcast(&mut self, conn: ConnId, payload: &[u8]) -> Result<Bytes> {
         let c = self.conn(conn)?;
         match (c.state, &c.group) {
-            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => Ok(Message::Mcast {
-                pid: c.pid,
-                group: group.clone(),
-                payload,
+            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
+                Ok(super::wire::encode_mcast(c.pid, group, payload))
             }
-            .encode()),
             _ => Err(Error::NotExist("this handle has not joined a group".into())),
         }
     }
@@ -443,17 +440,8 @@ impl Service {
                 continue;
             }
             let members = listing(new);
-            for conn in self.receivers(&group) {
-                self.emit(
-                    conn,
-                    ClientEvent::ConfChg {
-                        group: group.clone(),
-                        members: members.clone(),
-                        left: left.clone(),
-                        joined: joined.clone(),
-                    },
-                );
-            }
+            let receivers = self.receivers(&group);
+            self.confchg(&receivers, &group, &members, &left, &joined);
         }
         fresh.retain(|_, set| !set.is_empty());
         self.members = fresh;
@@ -473,6 +461,28 @@ impl Service {
         self.ring = Some((sync.ring, sync.nodes));
         for (origin, message) in std::mem::take(&mut self.held) {
             self.apply(origin, message);
+        }
+    }
+
+    /// One confchg of `group`, the same for each of `receivers`.
+    fn confchg(
+        &mut self,
+        receivers: &[ConnId],
+        group: &Group,
+        members: &[Address],
+        left: &[Address],
+        joined: &[Address],
+    ) {
+        for &conn in receivers {
+            self.emit(
+                conn,
+                ClientEvent::ConfChg {
+                    group: group.clone(),
+                    members: members.to_vec(),
+                    left: left.to_vec(),
+                    joined: joined.to_vec(),
+                },
+            );
         }
     }
 
@@ -504,7 +514,7 @@ impl Service {
                         })
                     });
                 }
-                let joined = vec![Address {
+                let joined = [Address {
                     nodeid: origin,
                     pid,
                     reason: Reason::Join,
@@ -515,16 +525,8 @@ impl Service {
                     receivers.retain(|&r| r != id);
                     receivers.insert(0, id);
                 }
+                self.confchg(&receivers, &group, &members, &[], &joined);
                 for conn in receivers {
-                    self.emit(
-                        conn,
-                        ClientEvent::ConfChg {
-                            group: group.clone(),
-                            members: members.clone(),
-                            left: Vec::new(),
-                            joined: joined.clone(),
-                        },
-                    );
                     self.initial_totem_conf(conn);
                 }
             }
@@ -539,22 +541,13 @@ impl Service {
                 if set.is_empty() {
                     self.members.remove(&group);
                 }
-                let left = vec![Address {
+                let left = [Address {
                     nodeid: origin,
                     pid,
                     reason,
                 }];
-                for conn in self.receivers(&group) {
-                    self.emit(
-                        conn,
-                        ClientEvent::ConfChg {
-                            group: group.clone(),
-                            members: members.clone(),
-                            left: left.clone(),
-                            joined: Vec::new(),
-                        },
-                    );
-                }
+                let receivers = self.receivers(&group);
+                self.confchg(&receivers, &group, &members, &left, &[]);
                 if origin == self.me {
                     // The leave is complete: the handle may join again.
                     for c in self.conns.values_mut() {

@@ -117,9 +117,7 @@ impl Bus {
     }
 
     fn mcast(&mut self, node: usize, conn: ConnId, text: &str) {
-        let payload = self.services[node]
-            .mcast(conn, Bytes::copy_from_slice(text.as_bytes()))
-            .unwrap();
+        let payload = self.services[node].mcast(conn, text.as_bytes()).unwrap();
         self.queue.push((node, payload));
         self.settle();
     }
@@ -227,10 +225,7 @@ fn api_errors_follow_corosync_and_fix_its_leave() {
         CsError::Exist,
         "one membership per pid"
     );
-    assert_eq!(
-        s.mcast(2, Bytes::new()).unwrap_err().code(),
-        CsError::NotExist
-    );
+    assert_eq!(s.mcast(2, &[]).unwrap_err().code(), CsError::NotExist);
     assert_eq!(code(s.leave(2, b"g")), CsError::NotExist);
     assert_eq!(code(s.join(9, b"g")), CsError::BadHandle);
     bus.settle();
@@ -345,9 +340,7 @@ fn messages_during_a_sync_are_applied_after_it_in_one_order() {
     bus.take(0, 1);
     bus.take(1, 1);
     // A new ring: node 2's message is ordered before node 1's joinlist.
-    let payload = bus.services[1]
-        .mcast(1, Bytes::from_static(b"early"))
-        .unwrap();
+    let payload = bus.services[1].mcast(1, b"early").unwrap();
     bus.seq += 4;
     let ring = RingId::new(NodeId(1), bus.seq);
     let members = vec![NodeId(1), NodeId(2)];
@@ -420,7 +413,7 @@ fn random_churn_and_partitions_never_leave_ghosts() {
                     let _ = bus.services[node].leave(conn, group);
                 }
                 5 | 6 => {
-                    if let Ok(payload) = bus.services[node].mcast(conn, Bytes::from_static(b"m")) {
+                    if let Ok(payload) = bus.services[node].mcast(conn, b"m") {
                         bus.queue.push((node, payload));
                     }
                 }

@@ -83,13 +83,7 @@ impl Message {
                 pid,
                 group,
                 payload,
-            } => {
-                out.reserve(payload.len() + group.len() + 8);
-                out.put_u8(OP_MCAST);
-                out.put_u32_le(*pid);
-                put_group(&mut out, group);
-                out.put_slice(payload);
-            }
+            } => return encode_mcast(*pid, group, payload),
             Message::JoinList { ring, entries } => {
                 out.put_u8(OP_JOINLIST);
                 out.put_u32_le(ring.rep);
@@ -156,6 +150,18 @@ impl Message {
         };
         (reader.at == bytes.len()).then_some(message)
     }
+}
+
+/// The payload of [`Message::Mcast`] written straight from the application's bytes.
+#[must_use]
+pub fn encode_mcast(pid: u32, group: &[u8], payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(7 + group.len() + payload.len());
+    out.put_u8(SERVICE);
+    out.put_u8(OP_MCAST);
+    out.put_u32_le(pid);
+    put_group(&mut out, group);
+    out.put_slice(payload);
+    out.freeze()
 }
 
 struct Reader<'b> {
