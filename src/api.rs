@@ -146,6 +146,10 @@ pub const EVS_GROUPS_PER_CALL_MAX: usize = 50;
 /// 1,047,552 bytes and it delivers larger messages non-atomically.)
 pub const MAX_ATOMIC_MSGSIZE: usize = 64 * 1024 * 1024;
 
+/// Bytes a service (CPG, EVS) may add in front of an application message in the totem
+/// payload; the core's limit is the application's plus this.
+pub const SERVICE_HEADER_MAX: usize = 256;
+
 /// Every integer limit that the Python module exports, by name.
 pub const PYTHON_LIMITS: &[(&str, usize)] = &[
     ("CPG_MAX_NAME_LENGTH", CPG_MAX_NAME_LENGTH),

@@ -15,53 +15,266 @@
 //! })?;
 //! # Ok::<(), totemcast::Error>(())
 //! ```
+//!
+//! Zero copy both ways: a delivered [`Message`] is a read-only view of the node's event ring
+//! (kept as long as it is held — holding many fills the ring, and the node then disconnects
+//! a client that stops reading), and [`Handle::zcb_alloc`] hands out a buffer in shared memory
+//! that [`Handle::zcb_mcast_joined`] sends without the library copying it.
 
 use std::collections::VecDeque;
 use std::io::Read as _;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::api::{DispatchFlags, Guarantee};
+use crate::api::{DispatchFlags, FlowControlState, Guarantee, IterationType};
 use crate::error::{Error, Result};
-use crate::ids::NodeId;
-use crate::ipc::connection::{self, Endpoint};
-use crate::ipc::ring::ClaimError;
+use crate::ids::{NodeId, RingId};
+use crate::ipc::connection::{self, ConnectRequest, Endpoint};
+use crate::ipc::ring::{ClaimError, Corrupt, Entry, Pinned};
+use crate::ipc::zcb::Arena;
+use crate::node::clients::FLOW_CONTROL_ENABLED;
 use crate::node::cpg::records;
 use crate::node::cpg::service::check_name;
 
-pub use crate::node::cpg::{Address, ClientEvent as Event};
+pub use crate::ipc::zcb::ZcbBuffer;
+pub use crate::node::cpg::Address;
+
+/// Most message bytes in one request record of a large message.
+const PART_MAX: usize = 1 << 20;
+
+/// A delivered message: a read-only view of the node's event ring (zero copy) or, for a
+/// message larger than a ring record, a buffer of its own. Cheap to clone; `to_vec()` or
+/// [`Message::to_bytes`] keep a copy that holds no ring space.
+#[derive(Clone)]
+pub struct Message(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// The record and where the message starts in it.
+    Ring(Arc<Pinned>, usize),
+    Heap(Bytes),
+}
+
+impl Message {
+    /// Whether this is a view of the ring (holding ring space while it lives).
+    #[must_use]
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.0, Repr::Ring(..))
+    }
+
+    /// A copy that holds no ring space.
+    #[must_use]
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            Repr::Ring(..) => Bytes::copy_from_slice(self),
+            Repr::Heap(bytes) => bytes.clone(),
+        }
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Message {
+        Message(Repr::Heap(bytes))
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Ring(record, start) => &record[*start..],
+            Repr::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Message {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Message {}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self[..self.len().min(32)];
+        write!(f, "Message({} bytes: {shown:?}", self.len())?;
+        f.write_str(if self.len() > 32 { "…)" } else { ")" })
+    }
+}
+
+/// What [`Handle::dispatch`] hands over, in delivery order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message of the joined group.
+    Deliver {
+        /// The group.
+        group: Bytes,
+        /// The sender's node.
+        nodeid: NodeId,
+        /// The sender's process.
+        pid: u32,
+        /// The message.
+        payload: Message,
+    },
+    /// A membership change of the joined group.
+    ConfChg {
+        /// The group.
+        group: Bytes,
+        /// Members after the change, sorted by (node, pid).
+        members: Vec<Address>,
+        /// Who left, with why.
+        left: Vec<Address>,
+        /// Who joined, with why.
+        joined: Vec<Address>,
+    },
+    /// The totem configuration (after every membership sync, and at once when asked for with
+    /// [`Options::initial_totem_conf`]).
+    TotemConfChg {
+        /// The ring.
+        ring: RingId,
+        /// Its nodes, sorted.
+        nodes: Vec<NodeId>,
+    },
+}
+
+/// An entry of [`Handle::iteration`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IterationEntry {
+    /// The group.
+    pub group: Bytes,
+    /// The member's node (0 for [`IterationType::NameOnly`]).
+    pub nodeid: NodeId,
+    /// The member's process (0 for [`IterationType::NameOnly`]).
+    pub pid: u32,
+}
+
+/// How a handle is set up (`cpg_model_initialize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Deliver the current totem configuration at once
+    /// (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
+    pub initial_totem_conf: bool,
+}
+
+/// A large message arriving in parts.
+struct Assembly {
+    group: Bytes,
+    nodeid: NodeId,
+    pid: u32,
+    message: Vec<u8>,
+    missing: usize,
+}
 
 /// A connection to the node's CPG service: at most one group at a time (as in Corosync).
-#[derive(Debug)]
+/// Dropping it finalizes.
 pub struct Handle {
-    endpoint: Endpoint,
+    /// `None` once finalized.
+    endpoint: Option<Endpoint>,
+    arena: Arena,
     nodeid: NodeId,
+    max_message_size: usize,
     /// The group joined (set when the node accepted the join, cleared when it accepted a leave).
     group: Option<Bytes>,
     /// Events read while waiting for an answer, in order.
     pending: VecDeque<Event>,
+    assembly: Option<Assembly>,
     buffer: Vec<u8>,
 }
 
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("nodeid", &self.nodeid)
+            .field("group", &self.group)
+            .field("finalized", &self.endpoint.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Handle {
-    /// Connects to the node listening on `socket`.
+    /// Connects to the node listening on `socket` (`cpg_initialize`).
     pub fn connect(socket: impl AsRef<Path>) -> Result<Handle> {
-        let (endpoint, nodeid) = connection::connect(socket.as_ref(), "cpg")?;
-        Ok(Handle {
-            endpoint,
-            nodeid: NodeId(nodeid),
+        Handle::connect_with(socket, Options::default())
+    }
+
+    /// Connects to the node listening on `socket` with `options` (`cpg_model_initialize`).
+    pub fn connect_with(socket: impl AsRef<Path>, options: Options) -> Result<Handle> {
+        let (endpoint, answer) = connection::connect_with(socket.as_ref(), &request(options))?;
+        Ok(Handle::new(endpoint, &answer))
+    }
+
+    /// Connects over `stream`, a socket whose other end a node serves (an embedded node's
+    /// local handles use a socket pair).
+    pub fn connect_stream(stream: UnixStream, options: Options) -> Result<Handle> {
+        let (endpoint, answer) = connection::handshake(stream, &request(options))?;
+        Ok(Handle::new(endpoint, &answer))
+    }
+
+    fn new(endpoint: Endpoint, answer: &connection::ConnectAnswer) -> Handle {
+        let arena = Arena::new(
+            Arc::clone(endpoint.region()),
+            endpoint.arena,
+            endpoint.tx.head_watch(),
+        );
+        let max_message_size = match usize::try_from(answer.max_message_size) {
+            Ok(0) | Err(_) => endpoint.tx.payload_max() - 256,
+            Ok(max) => max,
+        };
+        Handle {
+            endpoint: Some(endpoint),
+            arena,
+            nodeid: NodeId(answer.nodeid),
+            max_message_size,
             group: None,
             pending: VecDeque::new(),
+            assembly: None,
             buffer: Vec::new(),
-        })
+        }
+    }
+
+    fn endpoint_ref(&self) -> Result<&Endpoint> {
+        self.endpoint
+            .as_ref()
+            .ok_or_else(|| Error::BadHandle("the handle was finalized".into()))
+    }
+
+    fn endpoint(&mut self) -> Result<&mut Endpoint> {
+        self.endpoint
+            .as_mut()
+            .ok_or_else(|| Error::BadHandle("the handle was finalized".into()))
+    }
+
+    /// `cpg_finalize`: closes the connection (the node reports this process as gone from its
+    /// group). Every later call returns `CS_ERR_BAD_HANDLE`, as does a second finalize.
+    pub fn finalize(&mut self) -> Result<()> {
+        self.endpoint()?;
+        self.endpoint = None;
+        self.arena.close();
+        self.pending.clear();
+        self.assembly = None;
+        self.group = None;
+        Ok(())
     }
 
     /// `cpg_join`: joins `group` (1–128 bytes). The join is complete when its confchg arrives.
     pub fn join(&mut self, group: impl AsRef<[u8]>) -> Result<()> {
         let group = group.as_ref();
+        self.endpoint()?;
         check_name(group)?;
         self.request(records::JOIN, group)?;
         self.group = Some(Bytes::copy_from_slice(group));
@@ -76,41 +289,189 @@ impl Handle {
     }
 
     /// `cpg_mcast_joined`: multicasts the concatenation of `buffers` to the joined group.
-    /// `CS_ERR_TRY_AGAIN` when the request ring is full (nothing was accepted);
+    /// `CS_ERR_TRY_AGAIN` when the request ring has no room (nothing was accepted);
     /// `CS_ERR_NOT_EXIST` before a join; `CS_ERR_TOO_BIG` beyond
-    /// [`Handle::max_atomic_msgsize_get`].
+    /// [`Handle::max_atomic_msgsize_get`]. A message larger than a ring record goes in parts:
+    /// once its first part is accepted, this waits for room for the rest (it is delivered
+    /// whole or not at all).
     pub fn mcast_joined(&mut self, guarantee: Guarantee, buffers: &[&[u8]]) -> Result<()> {
+        let len: usize = buffers.iter().map(|b| b.len()).sum();
+        self.check_send(len)?;
+        let endpoint = self.endpoint.as_mut().expect("checked");
+        if len < endpoint.tx.payload_max() {
+            if !write_small(endpoint, guarantee, buffers, len)? {
+                return Err(full());
+            }
+            if endpoint.tx.take_wake() {
+                endpoint.wake_peer();
+            }
+            return Ok(());
+        }
+        self.write_parts(guarantee, buffers, len)
+    }
+
+    /// Multicasts each of `messages` (as [`Handle::mcast_joined`] would) until the request ring
+    /// is full, waking the node once; returns how many were accepted (possibly none — then
+    /// wait on [`Handle::fd_get`] or retry). Errors only if the first cannot be sent for
+    /// another reason.
+    pub fn mcast_many<'m>(
+        &mut self,
+        guarantee: Guarantee,
+        messages: impl IntoIterator<Item = &'m [u8]>,
+    ) -> Result<usize> {
+        let mut accepted = 0;
+        for message in messages {
+            if let Err(error) = self.check_send(message.len()) {
+                return if accepted == 0 { Err(error) } else { break };
+            }
+            let endpoint = self.endpoint.as_mut().expect("checked");
+            if 1 + message.len() > endpoint.tx.payload_max() {
+                self.wake_if_needed()?;
+                match self.mcast_joined(guarantee, &[message]) {
+                    Ok(()) => {}
+                    Err(Error::TryAgain(_)) => break,
+                    Err(error) if accepted == 0 => return Err(error),
+                    Err(_) => break,
+                }
+            } else if !write_small(endpoint, guarantee, &[message], message.len())? {
+                break;
+            }
+            accepted += 1;
+        }
+        self.wake_if_needed()?;
+        Ok(accepted)
+    }
+
+    fn wake_if_needed(&mut self) -> Result<()> {
+        let endpoint = self.endpoint()?;
+        if endpoint.tx.take_wake() {
+            endpoint.wake_peer();
+        }
+        Ok(())
+    }
+
+    fn check_send(&mut self, len: usize) -> Result<()> {
+        self.endpoint()?;
         if self.group.is_none() {
             return Err(Error::NotExist("this handle has not joined a group".into()));
         }
-        let len: usize = buffers.iter().map(|b| b.len()).sum();
-        if len > self.max_atomic_msgsize_get() {
+        if len > self.max_message_size {
             return Err(Error::TooBig(
                 format!(
                     "message of {len} bytes exceeds the limit of {} bytes",
-                    self.max_atomic_msgsize_get()
+                    self.max_message_size
                 )
                 .into(),
             ));
         }
-        let mut claim = match self.endpoint.tx.claim(1 + len).map_err(lost)? {
-            Ok(claim) => claim,
-            Err(ClaimError::Full) => {
-                return Err(Error::TryAgain("the request ring is full".into()));
-            }
-            Err(ClaimError::TooBig) => return Err(Error::TooBig("larger than the ring".into())),
-        };
-        let out = claim.payload_mut();
-        out[0] = u32::from(guarantee) as u8;
-        let mut at = 1;
-        for buffer in buffers {
-            out[at..at + buffer.len()].copy_from_slice(buffer);
-            at += buffer.len();
-        }
-        if claim.commit(records::MCAST) {
-            self.endpoint.wake_peer();
-        }
         Ok(())
+    }
+
+    /// Writes a message larger than a record as a first part and more parts.
+    fn write_parts(&mut self, guarantee: Guarantee, buffers: &[&[u8]], len: usize) -> Result<()> {
+        let endpoint = self.endpoint.as_mut().expect("checked");
+        let part = PART_MAX.min(endpoint.tx.payload_max() - records::MCAST_FIRST_HEADER);
+        let mut source = Gather::new(buffers);
+        let first = part.min(len);
+        match endpoint
+            .tx
+            .claim(records::MCAST_FIRST_HEADER + first)
+            .map_err(lost)?
+        {
+            Ok(mut claim) => {
+                let out = claim.payload_mut();
+                out[..records::MCAST_FIRST_HEADER]
+                    .copy_from_slice(&records::mcast_first(guarantee, len as u64));
+                source.fill(&mut out[records::MCAST_FIRST_HEADER..]);
+                claim.commit_batched(records::MCAST_FIRST);
+            }
+            Err(ClaimError::Full) => return Err(full()),
+            Err(ClaimError::TooBig) => unreachable!("parts fit a record"),
+        }
+        let mut left = len - first;
+        while left > 0 {
+            let next = part.min(left);
+            let endpoint = self.endpoint.as_mut().expect("checked");
+            match endpoint.tx.claim(next).map_err(lost)? {
+                Ok(mut claim) => {
+                    source.fill(claim.payload_mut());
+                    claim.commit_batched(records::MCAST_MORE);
+                    left -= next;
+                }
+                Err(ClaimError::Full) => {
+                    if endpoint.tx.take_wake() {
+                        endpoint.wake_peer();
+                    }
+                    self.wait_for_room(next)?;
+                }
+                Err(ClaimError::TooBig) => unreachable!("parts fit a record"),
+            }
+        }
+        self.wake_if_needed()
+    }
+
+    /// `cpg_zcb_alloc`: a buffer of `size` bytes in shared memory, to fill in place and send
+    /// with [`Handle::zcb_mcast_joined`]; dropping it is `cpg_zcb_free`. `CS_ERR_TOO_BIG` beyond
+    /// the message limit, `CS_ERR_NO_MEMORY` beyond the arena, `CS_ERR_TRY_AGAIN` while the
+    /// arena is taken by other buffers (or sends the node has not read yet).
+    pub fn zcb_alloc(&mut self, size: usize) -> Result<ZcbBuffer> {
+        self.endpoint()?;
+        if size > self.max_message_size {
+            return Err(Error::TooBig(
+                format!(
+                    "{size} bytes exceed the message limit of {} bytes",
+                    self.max_message_size
+                )
+                .into(),
+            ));
+        }
+        if size > self.arena.capacity() {
+            return Err(Error::NoMemory(
+                format!(
+                    "{size} bytes exceed the zero-copy arena of {} bytes",
+                    self.arena.capacity()
+                )
+                .into(),
+            ));
+        }
+        self.arena
+            .alloc(size)
+            .ok_or_else(|| Error::TryAgain("the zero-copy arena is full".into()))
+    }
+
+    /// `cpg_zcb_mcast_joined`: multicasts the first `len` bytes of `buffer` without copying
+    /// them here (the node reads them from shared memory). The buffer stays this handle's: it
+    /// can be sent again, and writing into it waits until the node has read this send.
+    pub fn zcb_mcast_joined(
+        &mut self,
+        guarantee: Guarantee,
+        buffer: &mut ZcbBuffer,
+        len: usize,
+    ) -> Result<()> {
+        self.check_send(len)?;
+        if !self.arena.owns(buffer) {
+            return Err(Error::InvalidParam(
+                "the buffer was allocated by another handle".into(),
+            ));
+        }
+        if len > buffer.len() {
+            return Err(Error::InvalidParam(
+                format!("{len} bytes from a buffer of {}", buffer.len()).into(),
+            ));
+        }
+        let (offset, _) = buffer.block();
+        let endpoint = self.endpoint.as_mut().expect("checked");
+        let body = records::zcb_mcast(guarantee, offset, len as u64);
+        match endpoint.tx.push(records::ZCB_MCAST, &body).map_err(lost)? {
+            Ok(wake) => {
+                buffer.mark_sent(endpoint.tx.position());
+                if wake {
+                    endpoint.wake_peer();
+                }
+                Ok(())
+            }
+            Err(_) => Err(full()),
+        }
     }
 
     /// `cpg_membership_get`: the members of `group`, sorted by (node, pid).
@@ -134,6 +495,32 @@ impl Handle {
             .collect())
     }
 
+    /// `cpg_iteration_*`: every group name ([`IterationType::NameOnly`]), the members of
+    /// `group` ([`IterationType::OneGroup`]) or every member of every group
+    /// ([`IterationType::All`]), sorted by group, then (node, pid).
+    pub fn iteration(
+        &mut self,
+        kind: IterationType,
+        group: Option<&[u8]>,
+    ) -> Result<Vec<IterationEntry>> {
+        let group = match (kind, group) {
+            (IterationType::OneGroup, None) => {
+                return Err(Error::InvalidParam("ONE_GROUP needs a group".into()));
+            }
+            (IterationType::OneGroup, Some(group)) => group,
+            _ => &[],
+        };
+        let mut body = vec![u32::from(kind) as u8];
+        body.extend_from_slice(group);
+        let answer = self.request(records::ITERATION, &body)?;
+        let entries = records::decode_iteration(&answer)
+            .ok_or_else(|| Error::Library("malformed iteration answer".into()))?;
+        Ok(entries
+            .into_iter()
+            .map(|(group, nodeid, pid)| IterationEntry { group, nodeid, pid })
+            .collect())
+    }
+
     /// `cpg_local_get`: this node's id.
     pub fn local_get(&mut self) -> Result<NodeId> {
         let body = self.request(records::LOCAL_GET, &[])?;
@@ -146,18 +533,31 @@ impl Handle {
         Ok(nodeid)
     }
 
-    /// `cpg_max_atomic_msgsize_get`: the largest message this handle can send.
-    #[must_use]
-    pub fn max_atomic_msgsize_get(&self) -> usize {
-        // The request ring holds any record of up to half its size; the node adds a small CPG
-        // header and the receivers' event rings are as large.
-        self.endpoint.tx.payload_max() - 256
+    /// `cpg_max_atomic_msgsize_get`: the largest message the cluster carries (delivered whole
+    /// or not at all).
+    pub fn max_atomic_msgsize_get(&self) -> Result<usize> {
+        self.endpoint_ref()?;
+        Ok(self.max_message_size)
+    }
+
+    /// `cpg_flow_control_state_get`: `Enabled` while the node holds this handle's messages for
+    /// lack of room in its send queue, or the request ring is over three quarters full — sends
+    /// may get `CS_ERR_TRY_AGAIN` then.
+    pub fn flow_control_state_get(&mut self) -> Result<FlowControlState> {
+        let endpoint = self.endpoint()?;
+        let held = endpoint.tx.consumer_status() == FLOW_CONTROL_ENABLED;
+        let capacity = endpoint.tx.capacity();
+        let crowded = endpoint.tx.free().map_err(lost)? < capacity / 4;
+        Ok(if held || crowded {
+            FlowControlState::Enabled
+        } else {
+            FlowControlState::Disabled
+        })
     }
 
     /// `cpg_fd_get`: readable when events may be waiting (for `poll`, `select`, asyncio).
-    #[must_use]
-    pub fn fd_get(&self) -> RawFd {
-        self.endpoint.wakeup_fd()
+    pub fn fd_get(&self) -> Result<RawFd> {
+        Ok(self.endpoint_ref()?.wakeup_fd())
     }
 
     /// `cpg_dispatch`: hands events to `handler`. `One` waits for one event, `All` handles what
@@ -170,7 +570,7 @@ impl Handle {
     ) -> Result<usize> {
         let mut count = 0;
         loop {
-            match self.next_event()? {
+            match self.try_next_event()? {
                 Some(event) => {
                     handler(event);
                     count += 1;
@@ -183,85 +583,312 @@ impl Handle {
                     DispatchFlags::OneNonblocking => {
                         return Err(Error::TryAgain("no event is waiting".into()));
                     }
-                    DispatchFlags::One | DispatchFlags::Blocking => self.wait()?,
+                    DispatchFlags::One | DispatchFlags::Blocking => {
+                        self.wait_for_event(None)?;
+                    }
                 },
             }
         }
     }
 
-    /// The next event if one is there (never waits).
-    fn next_event(&mut self) -> Result<Option<Event>> {
+    /// The next event if one is there (never waits): the building block of `dispatch` for
+    /// callers that wait themselves (on [`Handle::fd_get`] or [`Handle::wait_for_event`]).
+    pub fn try_next_event(&mut self) -> Result<Option<Event>> {
         if let Some(event) = self.pending.pop_front() {
             return Ok(Some(event));
         }
-        self.endpoint.clear_wakeup();
-        while let Some(kind) = self.read_record()? {
-            if let Some(event) = records::decode_event(kind, &self.buffer) {
+        let endpoint = self.endpoint()?;
+        endpoint.clear_wakeup();
+        loop {
+            let Some((entry, event)) = self.read_record()? else {
+                return Ok(None);
+            };
+            if let Some(event) = event {
                 return Ok(Some(event));
             }
+            if entry == records::ANSWER {
+                return Err(Error::Library("an answer nobody asked for".into()));
+            }
+        }
+    }
+
+    /// Waits until an event may be there or `timeout` passes; false on timeout. Returns at
+    /// once if events are pending. `CS_ERR_LIBRARY` when the node has gone away.
+    pub fn wait_for_event(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        if !self.pending.is_empty() {
+            return Ok(true);
+        }
+        let endpoint = self.endpoint()?;
+        if !endpoint.rx.prepare_to_sleep() {
+            return Ok(true);
+        }
+        self.sleep(timeout)
+    }
+
+    /// Reads the next record of the event ring: its kind and the event it completes (a
+    /// delivery is pinned in place; other records are decoded and released).
+    fn read_record(&mut self) -> Result<Option<(u32, Option<Event>)>> {
+        let endpoint = self.endpoint.as_mut().expect("checked by callers");
+        if endpoint.rx.release_returned() {
+            endpoint.wake_peer();
+        }
+        let Some(entry) = endpoint.rx.read_next().map_err(lost)? else {
+            return Ok(None);
+        };
+        let kind = entry.kind;
+        if kind == records::DELIVER {
+            let payload = endpoint.rx.payload(&entry);
+            let (nodeid, pid, group, start) = records::decode_deliver_header(payload)
+                .ok_or_else(|| Error::Library("malformed delivery".into()))?;
+            let record = Arc::new(endpoint.rx.pin(entry));
+            let event = Event::Deliver {
+                group,
+                nodeid,
+                pid,
+                payload: Message(Repr::Ring(record, start)),
+            };
+            return Ok(Some((kind, Some(event))));
+        }
+        let event = match kind {
+            records::DELIVER_FIRST | records::DELIVER_MORE => self.assemble(&entry)?,
+            records::ANSWER => {
+                endpoint.rx.copy(&entry, &mut self.buffer);
+                None
+            }
+            _ => records::decode_event(kind, endpoint.rx.payload(&entry)).map(from_service),
+        };
+        let endpoint = self.endpoint.as_mut().expect("checked by callers");
+        if endpoint.rx.release(entry) {
+            endpoint.wake_peer();
+        }
+        Ok(Some((kind, event)))
+    }
+
+    /// Adds a part of a large message; the message once complete.
+    fn assemble(&mut self, entry: &Entry) -> Result<Option<Event>> {
+        let endpoint = self.endpoint.as_mut().expect("checked by callers");
+        let bad = || Error::Library("malformed parts of a large delivery".into());
+        if entry.kind == records::DELIVER_FIRST {
+            let payload = endpoint.rx.payload(entry);
+            let (nodeid, pid, group, start) =
+                records::decode_deliver_header(payload).ok_or_else(bad)?;
+            let total = payload
+                .get(start..start + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+                .ok_or_else(bad)?;
+            let total = usize::try_from(total).map_err(|_| bad())?;
+            let first = &payload[start + 8..];
+            if total > self.max_message_size || first.len() > total {
+                return Err(bad());
+            }
+            let mut message = Vec::with_capacity(total);
+            message.extend_from_slice(first);
+            self.assembly = Some(Assembly {
+                group,
+                nodeid,
+                pid,
+                missing: total - first.len(),
+                message,
+            });
+        } else {
+            let assembly = self.assembly.as_mut().ok_or_else(bad)?;
+            let payload = endpoint.rx.payload(entry);
+            if payload.len() > assembly.missing {
+                return Err(bad());
+            }
+            assembly.message.extend_from_slice(payload);
+            assembly.missing -= payload.len();
+        }
+        if self.assembly.as_ref().is_some_and(|a| a.missing == 0) {
+            let a = self.assembly.take().expect("present");
+            return Ok(Some(Event::Deliver {
+                group: a.group,
+                nodeid: a.nodeid,
+                pid: a.pid,
+                payload: Message(Repr::Heap(Bytes::from(a.message))),
+            }));
         }
         Ok(None)
     }
 
-    /// Copies the next record of the event ring into `buffer` and releases it; its kind.
-    fn read_record(&mut self) -> Result<Option<u32>> {
-        let Some(entry) = self.endpoint.rx.read_next().map_err(lost)? else {
-            return Ok(None);
-        };
-        self.endpoint.rx.copy(&entry, &mut self.buffer);
-        if self.endpoint.rx.release(entry) {
-            self.endpoint.wake_peer();
-        }
-        Ok(Some(entry.kind))
-    }
-
     /// Sends a request and waits for its answer; events that come first are kept for dispatch.
     fn request(&mut self, kind: u32, body: &[u8]) -> Result<Vec<u8>> {
-        match self.endpoint.tx.push(kind, body).map_err(lost)? {
+        let endpoint = self.endpoint()?;
+        match endpoint.tx.push(kind, body).map_err(lost)? {
             Ok(wake) => {
                 if wake {
-                    self.endpoint.wake_peer();
+                    endpoint.wake_peer();
                 }
             }
-            Err(_) => return Err(Error::TryAgain("the request ring is full".into())),
+            Err(_) => return Err(full()),
         }
         loop {
             match self.read_record()? {
-                Some(records::ANSWER) => return answer(&self.buffer),
-                Some(kind) => {
-                    if let Some(event) = records::decode_event(kind, &self.buffer) {
-                        self.pending.push_back(event);
+                Some((records::ANSWER, _)) => return answer(&self.buffer),
+                Some((_, Some(event))) => self.pending.push_back(event),
+                Some((_, None)) => {}
+                None => {
+                    let endpoint = self.endpoint.as_mut().expect("checked");
+                    if endpoint.rx.prepare_to_sleep() {
+                        self.sleep(None)?;
                     }
                 }
-                None => self.wait()?,
             }
         }
     }
 
-    /// Sleeps until the node writes something (or goes away).
-    fn wait(&mut self) -> Result<()> {
-        if !self.endpoint.rx.prepare_to_sleep() {
-            return Ok(());
+    /// Waits until the node released room for a record of `len` bytes.
+    fn wait_for_room(&mut self, len: usize) -> Result<()> {
+        self.wait_writable(len, None).map(|_| ())
+    }
+
+    /// After `CS_ERR_TRY_AGAIN`: waits until the request ring may have room for a message of
+    /// `len` bytes, or `timeout` passes (false then). Events that arrive meanwhile stay
+    /// queued.
+    pub fn wait_writable(&mut self, len: usize, timeout: Option<Duration>) -> Result<bool> {
+        if self.notify_when_writable(len)? {
+            return self.sleep(timeout);
         }
+        Ok(true)
+    }
+
+    /// After `CS_ERR_TRY_AGAIN`, for callers that wait on [`Handle::fd_get`] themselves
+    /// (asyncio): asks the node to make the descriptor readable once it has released room for
+    /// a message of `len` bytes; false when the room is already there (retry at once).
+    pub fn notify_when_writable(&mut self, len: usize) -> Result<bool> {
+        let endpoint = self.endpoint()?;
+        let record = (1 + len).min(endpoint.tx.payload_max());
+        endpoint.tx.prepare_to_wait(record).map_err(lost)
+    }
+
+    /// Sleeps until the node wakes this side, goes away, or `timeout` passes (false then).
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let endpoint = self.endpoint()?;
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+        };
         let mut fds = [
-            PollFd::new(self.endpoint.stream.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.endpoint.wakeup(), PollFlags::POLLIN),
+            PollFd::new(endpoint.stream.as_fd(), PollFlags::POLLIN),
+            PollFd::new(endpoint.wakeup(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        let ready = match poll(&mut fds, timeout) {
+            Ok(ready) => ready > 0,
+            Err(nix::errno::Errno::EINTR) => true,
             Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
-        }
+        };
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             let mut byte = [0u8; 1];
-            match (&self.endpoint.stream).read(&mut byte) {
+            match (&endpoint.stream).read(&mut byte) {
                 Ok(0) | Err(_) => {
                     return Err(Error::Library("the node closed the connection".into()));
                 }
                 Ok(_) => {}
             }
         }
-        self.endpoint.clear_wakeup();
-        Ok(())
+        endpoint.clear_wakeup();
+        Ok(ready)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.arena.close();
+    }
+}
+
+/// Claims, fills and commits (without waking) a message that fits one record; false when the
+/// ring is full.
+fn write_small(
+    endpoint: &mut Endpoint,
+    guarantee: Guarantee,
+    buffers: &[&[u8]],
+    len: usize,
+) -> Result<bool> {
+    match endpoint.tx.claim(1 + len).map_err(lost)? {
+        Ok(mut claim) => {
+            let out = claim.payload_mut();
+            out[0] = u32::from(guarantee) as u8;
+            Gather::new(buffers).fill(&mut out[1..]);
+            claim.commit_batched(records::MCAST);
+            Ok(true)
+        }
+        Err(ClaimError::Full) => Ok(false),
+        Err(ClaimError::TooBig) => unreachable!("checked against payload_max"),
+    }
+}
+
+/// Copies an iovec out in consecutive pieces.
+struct Gather<'b> {
+    buffers: &'b [&'b [u8]],
+    index: usize,
+    offset: usize,
+}
+
+impl<'b> Gather<'b> {
+    fn new(buffers: &'b [&'b [u8]]) -> Gather<'b> {
+        Gather {
+            buffers,
+            index: 0,
+            offset: 0,
+        }
+    }
+
+    /// Fills `out` with the next `out.len()` bytes.
+    fn fill(&mut self, out: &mut [u8]) {
+        let mut at = 0;
+        while at < out.len() {
+            let buffer = self.buffers[self.index];
+            let take = (buffer.len() - self.offset).min(out.len() - at);
+            out[at..at + take].copy_from_slice(&buffer[self.offset..self.offset + take]);
+            at += take;
+            self.offset += take;
+            if self.offset == buffer.len() {
+                self.index += 1;
+                self.offset = 0;
+            }
+        }
+    }
+}
+
+fn request(options: Options) -> ConnectRequest {
+    ConnectRequest {
+        initial_totem_conf: options.initial_totem_conf,
+        ..ConnectRequest::new("cpg")
+    }
+}
+
+fn full() -> Error {
+    Error::TryAgain("the request ring is full (the node is behind)".into())
+}
+
+/// A non-delivery event from the node's records.
+fn from_service(event: crate::node::cpg::ClientEvent) -> Event {
+    use crate::node::cpg::ClientEvent;
+    match event {
+        ClientEvent::Deliver {
+            group,
+            nodeid,
+            pid,
+            payload,
+        } => Event::Deliver {
+            group,
+            nodeid,
+            pid,
+            payload: Message(Repr::Heap(payload)),
+        },
+        ClientEvent::ConfChg {
+            group,
+            members,
+            left,
+            joined,
+        } => Event::ConfChg {
+            group,
+            members,
+            left,
+            joined,
+        },
+        ClientEvent::TotemConfChg { ring, nodes } => Event::TotemConfChg { ring, nodes },
     }
 }
 
@@ -280,18 +907,25 @@ fn answer(body: &[u8]) -> Result<Vec<u8>> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "used as a map_err function")]
-fn lost(error: crate::ipc::ring::Corrupt) -> Error {
+fn lost(error: Corrupt) -> Error {
     Error::Library(format!("the connection to the node is broken: {error}").into())
 }
 
 impl AsFd for Handle {
+    /// # Panics
+    /// After [`Handle::finalize`].
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.endpoint.wakeup()
+        self.endpoint
+            .as_ref()
+            .expect("the handle was finalized")
+            .wakeup()
     }
 }
 
 impl AsRawFd for Handle {
+    /// # Panics
+    /// After [`Handle::finalize`].
     fn as_raw_fd(&self) -> RawFd {
-        self.fd_get()
+        self.as_fd().as_raw_fd()
     }
 }

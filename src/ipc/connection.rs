@@ -18,18 +18,22 @@ use serde::{Deserialize, Serialize};
 
 use super::ring::{self, Consumer, Producer};
 use super::shm::SharedMemory;
+use super::zcb::ArenaBounds;
 use crate::error::Error;
 
 /// The IPC protocol version; a client of another version gets `CS_ERR_VERSION`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Sizes of one connection's rings.
+/// Sizes of one connection's rings and zero-copy arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     /// Request ring (client → node) capacity, bytes.
     pub request_capacity: usize,
     /// Event ring (node → client) capacity, bytes.
     pub event_capacity: usize,
+    /// Zero-copy send arena (`zcb_alloc`), bytes.
+    #[serde(default)]
+    pub zcb_capacity: usize,
 }
 
 impl Layout {
@@ -39,10 +43,20 @@ impl Layout {
         ring::footprint(self.request_capacity)
     }
 
+    /// Where the zero-copy arena lies in the region.
+    #[must_use]
+    pub fn arena(&self) -> ArenaBounds {
+        ArenaBounds {
+            offset: self.event_offset() + ring::footprint(self.event_capacity),
+            capacity: self.zcb_capacity,
+        }
+    }
+
     /// The region's length.
     #[must_use]
     pub fn region_len(&self) -> usize {
-        self.event_offset() + ring::footprint(self.event_capacity)
+        let arena = self.arena();
+        arena.offset + arena.capacity
     }
 }
 
@@ -51,6 +65,7 @@ impl Default for Layout {
         Layout {
             request_capacity: 8 << 20,
             event_capacity: 8 << 20,
+            zcb_capacity: 8 << 20,
         }
     }
 }
@@ -64,6 +79,22 @@ pub struct ConnectRequest {
     pub version: u32,
     /// The service (`"cpg"`, `"evs"`).
     pub service: String,
+    /// CPG: deliver the totem configuration at once after connecting
+    /// (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
+    #[serde(default)]
+    pub initial_totem_conf: bool,
+}
+
+impl ConnectRequest {
+    /// A request for `service` in this library's protocol version.
+    #[must_use]
+    pub fn new(service: &str) -> ConnectRequest {
+        ConnectRequest {
+            version: PROTOCOL_VERSION,
+            service: service.into(),
+            initial_totem_conf: false,
+        }
+    }
 }
 
 /// The node's answer: the layout (with the fds attached) or an error code and reason.
@@ -77,6 +108,9 @@ pub struct ConnectAnswer {
     pub layout: Option<Layout>,
     /// The node's id (with OK).
     pub nodeid: u32,
+    /// The largest message the cluster carries, bytes (with OK).
+    #[serde(default)]
+    pub max_message_size: u64,
 }
 
 /// Who is on the other end of a client socket.
@@ -114,6 +148,8 @@ pub struct Endpoint {
     /// The socket; end of file on it means the other side is gone.
     pub stream: UnixStream,
     region: Arc<SharedMemory>,
+    /// The zero-copy arena in the region.
+    pub arena: ArenaBounds,
 }
 
 impl Endpoint {
@@ -184,10 +220,14 @@ fn read_line(stream: &mut UnixStream) -> io::Result<Vec<u8>> {
 pub fn accept(
     mut stream: UnixStream,
     request: &ConnectRequest,
-    nodeid: u32,
-    layout: Layout,
+    offer: &Offer,
     refuse: Option<Error>,
 ) -> io::Result<Option<Endpoint>> {
+    let Offer {
+        nodeid,
+        layout,
+        max_message_size,
+    } = *offer;
     let refusal = refuse.or_else(|| {
         (request.version != PROTOCOL_VERSION).then(|| {
             Error::Version(
@@ -205,6 +245,7 @@ pub fn accept(
             detail: error.detail().to_owned(),
             layout: None,
             nodeid,
+            max_message_size: 0,
         };
         write_line(&mut stream, &answer)?;
         return Ok(None);
@@ -220,6 +261,7 @@ pub fn accept(
         detail: String::new(),
         layout: Some(layout),
         nodeid,
+        max_message_size: max_message_size as u64,
     };
     let mut line = serde_json::to_vec(&answer).map_err(io::Error::from)?;
     line.push(b'\n');
@@ -253,7 +295,19 @@ pub fn accept(
         wakeup: node_wakeup,
         stream,
         region,
+        arena: layout.arena(),
     }))
+}
+
+/// What the node offers a client it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The node's id.
+    pub nodeid: u32,
+    /// Ring and arena sizes.
+    pub layout: Layout,
+    /// The largest message the cluster carries.
+    pub max_message_size: usize,
 }
 
 /// Reads a client's request line (the node calls this before [`accept`]).
@@ -262,20 +316,33 @@ pub fn read_request(stream: &mut UnixStream) -> io::Result<ConnectRequest> {
     serde_json::from_slice(&line).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-/// The client's side: connects to the node on `path` for `service`.
+/// The client's side: connects to the node on `path` for `service`; the endpoint and the
+/// node's id.
 pub fn connect(path: &std::path::Path, service: &str) -> Result<(Endpoint, u32), Error> {
-    let library = |message: String| Error::Library(message.into());
-    let mut stream = UnixStream::connect(path).map_err(|error| {
-        library(format!(
-            "cannot reach a node at {}: {error}",
-            path.display()
-        ))
+    let (endpoint, answer) = connect_with(path, &ConnectRequest::new(service))?;
+    Ok((endpoint, answer.nodeid))
+}
+
+/// The client's side: connects to the node on `path` with `request`; the endpoint and the
+/// node's answer.
+pub fn connect_with(
+    path: &std::path::Path,
+    request: &ConnectRequest,
+) -> Result<(Endpoint, ConnectAnswer), Error> {
+    let stream = UnixStream::connect(path).map_err(|error| {
+        Error::Library(format!("cannot reach a node at {}: {error}", path.display()).into())
     })?;
-    let request = ConnectRequest {
-        version: PROTOCOL_VERSION,
-        service: service.into(),
-    };
-    write_line(&mut stream, &request).map_err(|error| library(format!("handshake: {error}")))?;
+    handshake(stream, request)
+}
+
+/// The client's side of the handshake on a connected `stream` (a node's socket, or one end of
+/// a socket pair whose other end an embedded node serves).
+pub fn handshake(
+    mut stream: UnixStream,
+    request: &ConnectRequest,
+) -> Result<(Endpoint, ConnectAnswer), Error> {
+    let library = |message: String| Error::Library(message.into());
+    write_line(&mut stream, request).map_err(|error| library(format!("handshake: {error}")))?;
     // The answer line and its descriptors arrive in one message.
     let mut buffer = vec![0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 3]);
@@ -340,8 +407,9 @@ pub fn connect(path: &std::path::Path, service: &str) -> Result<(Endpoint, u32),
         wakeup: client_wakeup,
         stream,
         region,
+        arena: layout.arena(),
     };
-    Ok((endpoint, answer.nodeid))
+    Ok((endpoint, answer))
 }
 
 #[cfg(test)]
@@ -354,11 +422,16 @@ mod tests {
     ) -> Option<Endpoint> {
         let (mut stream, _) = listener.accept().unwrap();
         let request = read_request(&mut stream).unwrap();
-        let layout = Layout {
-            request_capacity: 4096,
-            event_capacity: 8192,
+        let offer = Offer {
+            nodeid: 7,
+            layout: Layout {
+                request_capacity: 4096,
+                event_capacity: 8192,
+                zcb_capacity: 4096,
+            },
+            max_message_size: 1000,
         };
-        accept(stream, &request, 7, layout, refuse).unwrap()
+        accept(stream, &request, &offer, refuse).unwrap()
     }
 
     #[test]

@@ -10,3 +10,4 @@
 pub mod connection;
 pub mod ring;
 pub mod shm;
+pub mod zcb;

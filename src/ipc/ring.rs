@@ -22,8 +22,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex};
 
 use super::shm::SharedMemory;
 
@@ -41,6 +41,8 @@ const TAIL_AT: usize = 64;
 const HEAD_AT: usize = 128;
 const CONSUMER_SLEEPING_AT: usize = 192;
 const PRODUCER_SLEEPING_AT: usize = 196;
+/// A word the consumer publishes for the producer (the node's flow-control state, say).
+const CONSUMER_STATUS_AT: usize = 200;
 
 /// Bytes a ring of `capacity` takes in a region.
 #[must_use]
@@ -300,6 +302,27 @@ impl Producer {
         })
     }
 
+    /// The position after the last committed record: once the consumer's head reaches it,
+    /// everything committed so far was consumed.
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// A watch on how far the consumer has released (usable without the producer).
+    #[must_use]
+    pub fn head_watch(&self) -> HeadWatch {
+        HeadWatch {
+            ring: self.ring.clone(),
+        }
+    }
+
+    /// The word the consumer publishes with [`Consumer::set_status`].
+    #[must_use]
+    pub fn consumer_status(&self) -> u32 {
+        self.ring.u32_at(CONSUMER_STATUS_AT).load(Ordering::Acquire)
+    }
+
     /// Whether the consumer sleeps and must be woken for what was committed (clears its mark).
     #[must_use = "a sleeping consumer must be woken"]
     pub fn take_wake(&self) -> bool {
@@ -371,6 +394,20 @@ impl<'p> Claim<'p> {
     pub fn abort(self) {}
 }
 
+/// How far a ring's consumer has released, watched from the producer's side.
+#[derive(Clone, Debug)]
+pub struct HeadWatch {
+    ring: RingMemory,
+}
+
+impl HeadWatch {
+    /// The consumer's head: every record that ends at or before it was consumed.
+    #[must_use]
+    pub fn head(&self) -> u64 {
+        self.ring.head().load(Ordering::Acquire)
+    }
+}
+
 /// A record read by the consumer and not yet released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -409,6 +446,51 @@ pub struct Consumer {
     pinned: usize,
     /// The producer's tail when last read.
     tail: u64,
+    /// Records whose [`Pinned`] views were dropped, to be released.
+    returned: Arc<Returned>,
+    /// Reused buffer for [`Consumer::release_returned`].
+    returning: Vec<Entry>,
+}
+
+/// Entries of dropped [`Pinned`] views, waiting for their consumer to release them.
+#[derive(Debug, Default)]
+struct Returned(Mutex<Vec<Entry>>);
+
+/// A record's payload kept in place after it was read, released when the last view is dropped
+/// (in any thread). Holding it keeps the region mapped, so it can never dangle; it does hold
+/// ring space, so a consumer that keeps many fills its ring.
+///
+/// Only for rings whose producer is trusted (the node's event ring read by a client), as for
+/// [`Consumer::payload`].
+#[derive(Debug)]
+pub struct Pinned {
+    memory: Arc<SharedMemory>,
+    /// Offset of the payload in the region.
+    at: usize,
+    entry: Entry,
+    returned: Arc<Returned>,
+}
+
+impl std::ops::Deref for Pinned {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `Consumer::pin` checked (through `read_next`) that the payload lies inside
+        // the region, which `self.memory` keeps mapped. The producer does not write the record
+        // again before the consumer releases it, and that only happens after this view is
+        // dropped (its entry is handed back in `Drop`).
+        unsafe { std::slice::from_raw_parts(self.memory.as_ptr().add(self.at), self.entry.len()) }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.returned
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(self.entry);
+    }
 }
 
 impl Consumer {
@@ -430,7 +512,49 @@ impl Consumer {
             released: BTreeMap::new(),
             pinned: 0,
             tail: head,
+            returned: Arc::default(),
+            returning: Vec::new(),
         })
+    }
+
+    /// Keeps `entry`'s payload as a view that outlives this borrow; it is released once the
+    /// view is dropped and [`Consumer::release_returned`] runs.
+    #[must_use]
+    pub fn pin(&self, entry: Entry) -> Pinned {
+        let index = (entry.start % self.ring.capacity as u64) as usize;
+        Pinned {
+            memory: Arc::clone(&self.ring.memory),
+            at: self.ring.offset + HEADER_LEN + index + RECORD_HEADER_LEN,
+            entry,
+            returned: Arc::clone(&self.returned),
+        }
+    }
+
+    /// Releases the records of dropped [`Pinned`] views; returns whether the producer waits
+    /// for space and must be woken.
+    pub fn release_returned(&mut self) -> bool {
+        let mut entries = std::mem::take(&mut self.returning);
+        std::mem::swap(
+            &mut *self
+                .returned
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut entries,
+        );
+        let mut freed = false;
+        for entry in entries.drain(..) {
+            freed |= self.release_batched(entry);
+        }
+        self.returning = entries;
+        freed && self.take_producer_wake()
+    }
+
+    /// Publishes a word for the producer (see [`Producer::consumer_status`]).
+    pub fn set_status(&self, status: u32) {
+        self.ring
+            .u32_at(CONSUMER_STATUS_AT)
+            .store(status, Ordering::Release);
     }
 
     /// Records read and not yet released.
@@ -506,20 +630,38 @@ impl Consumer {
 
     /// Copies `entry`'s payload into `out` (replacing its contents).
     pub fn copy(&self, entry: &Entry, out: &mut Vec<u8>) {
-        let index = (entry.start % self.ring.capacity as u64) as usize;
         out.clear();
-        out.reserve(entry.len());
-        // SAFETY: the source lies inside the data area (checked by `next`), `out` has room for
-        // `len` bytes after `reserve`, and the two cannot overlap (one is shared memory, the
-        // other our heap). A misbehaving producer writing meanwhile can only change the bytes
-        // it sends us.
+        self.append(entry, 0..entry.len(), out);
+    }
+
+    /// Appends bytes `range` of `entry`'s payload to `out`.
+    ///
+    /// # Panics
+    /// If `range` is not inside the payload.
+    pub fn append(&self, entry: &Entry, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        assert!(
+            range.start <= range.end && range.end <= entry.len(),
+            "range {range:?} outside a payload of {}",
+            entry.len()
+        );
+        let index = (entry.start % self.ring.capacity as u64) as usize;
+        let len = range.end - range.start;
+        if len == 0 {
+            return;
+        }
+        out.reserve(len);
+        let at = out.len();
+        // SAFETY: the source lies inside the record's payload, inside the data area (checked
+        // by `read_next` and the assertion above); `out` has room for `len` more bytes after
+        // `reserve`, and the two cannot overlap (one is shared memory, the other our heap). A
+        // misbehaving producer writing meanwhile can only change the bytes it sends us.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.ring.data(index + RECORD_HEADER_LEN),
-                out.as_mut_ptr(),
-                entry.len(),
+                self.ring.data(index + RECORD_HEADER_LEN + range.start),
+                out.as_mut_ptr().add(at),
+                len,
             );
-            out.set_len(entry.len());
+            out.set_len(at + len);
         }
     }
 
@@ -779,5 +921,53 @@ mod tests {
             }
         }
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn pinned_views_hold_their_space_until_dropped_in_any_order_and_thread() {
+        let (mut producer, mut consumer, _memory) = pair(256);
+        for kind in 0..3 {
+            assert!(producer.push(kind, &[kind as u8; 40]).unwrap().is_ok());
+        }
+        let views: Vec<Pinned> = (0..3)
+            .map(|_| {
+                let entry = consumer.read_next().unwrap().unwrap();
+                consumer.pin(entry)
+            })
+            .collect();
+        assert_eq!(producer.free().unwrap(), 256 - 3 * 48);
+        let [first, second, third]: [Pinned; 3] = views.try_into().unwrap();
+        // Dropping a later one first frees nothing: the head waits for the first.
+        drop(third);
+        assert!(!consumer.release_returned());
+        assert_eq!(producer.free().unwrap(), 256 - 3 * 48);
+        assert_eq!(&first[..], &[0u8; 40][..]);
+        std::thread::spawn(move || assert_eq!(&second[..], &[1u8; 40][..]))
+            .join()
+            .unwrap();
+        let _ = consumer.release_returned();
+        assert_eq!(
+            producer.free().unwrap(),
+            256 - 3 * 48,
+            "the first holds the head"
+        );
+        drop(first);
+        let _ = consumer.release_returned();
+        assert_eq!(producer.free().unwrap(), 256);
+        // A view outlives its consumer (the mapping stays).
+        assert!(producer.push(9, b"late").unwrap().is_ok());
+        let entry = consumer.read_next().unwrap().unwrap();
+        let late = consumer.pin(entry);
+        drop(consumer);
+        assert_eq!(&late[..], b"late");
+        assert_eq!(consumer_status_round_trip(), 7);
+    }
+
+    fn consumer_status_round_trip() -> u32 {
+        let (producer, consumer, _memory) = pair(64);
+        consumer.set_status(7);
+        let watch = producer.head_watch();
+        assert_eq!(watch.head(), 0);
+        producer.consumer_status()
     }
 }

@@ -16,17 +16,26 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::cpg::records::{self, ANSWER};
-use super::cpg::{ConnId, Output, Service};
+use super::cpg::{ClientEvent, ConnId, Output, Service};
 use crate::api::Guarantee;
 use crate::error::{CsError, Error};
 use crate::ids::NodeId;
 use crate::ipc::connection::{Endpoint, Peer};
 use crate::ipc::ring::{ClaimError, Entry};
+use crate::ipc::zcb;
 use crate::time::Instant;
 use crate::totem;
 
 /// Most bytes of events waiting for one slow client before it is disconnected.
 const BACKLOG_MAX: usize = 64 << 20;
+/// Most message bytes in one part of a large message (parts pipeline between the node and
+/// the client).
+const PART_MAX: usize = 1 << 20;
+/// The request ring's status word while the node holds a client's message for lack of room
+/// in its send queue (`CPG_FLOW_CONTROL_ENABLED`), and otherwise.
+pub const FLOW_CONTROL_ENABLED: u32 = 1;
+/// See [`FLOW_CONTROL_ENABLED`].
+pub const FLOW_CONTROL_DISABLED: u32 = 0;
 
 /// Counters of the client side.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -50,32 +59,63 @@ pub struct ClientCounters {
 struct Session {
     endpoint: Endpoint,
     peer: Peer,
-    /// A request read but not served yet (a multicast waiting for room in the core).
-    pending: Option<Entry>,
+    /// A message built from the client's request that the core refused for lack of room:
+    /// nothing more is read from this client until the core takes it.
+    ready: Option<(Guarantee, Bytes)>,
+    /// A large message whose parts are arriving.
+    assembly: Option<Assembly>,
     /// Events that did not fit in the event ring: (kind, body).
     backlog: VecDeque<(u32, Bytes)>,
     backlog_bytes: usize,
 }
 
+/// A message arriving in parts ([`records::MCAST_FIRST`], [`records::MCAST_MORE`]).
+struct Assembly {
+    guarantee: Guarantee,
+    /// The totem payload so far (`None` when the service refused the message: its parts are
+    /// read and dropped).
+    message: Option<Vec<u8>>,
+    /// Message bytes still to come.
+    missing: usize,
+}
+
+/// What one request asks of the node.
+enum Request {
+    /// Answer it with this.
+    Answer(Result<Vec<u8>, Error>),
+    /// Hand this totem payload to the core.
+    Message(Guarantee, Vec<u8>),
+    /// Nothing (a part of a message, or a message the service refused).
+    Nothing,
+    /// The client broke the protocol: drop it.
+    Bad(String),
+}
+
+/// Bytes a request other than a multicast may have (names are at most 128).
+const SMALL_REQUEST_MAX: usize = 1024;
+
 /// Every local client and the CPG service.
 pub struct Clients {
     me: NodeId,
+    /// The largest message a client may send.
+    max_message_size: usize,
     service: Service,
     sessions: BTreeMap<ConnId, Session>,
     next: ConnId,
     control_backlog: VecDeque<(Guarantee, Bytes)>,
-    /// Reused buffers: an encoded event, a request's body.
+    /// Reused buffers: an encoded event, a small request's body.
     scratch: BytesMut,
     request: Vec<u8>,
     counters: ClientCounters,
 }
 
 impl Clients {
-    /// No clients yet, on node `me`.
+    /// No clients yet, on node `me`, whose cluster carries messages up to `max_message_size`.
     #[must_use]
-    pub fn new(me: NodeId) -> Clients {
+    pub fn new(me: NodeId, max_message_size: usize) -> Clients {
         Clients {
             me,
+            max_message_size,
             service: Service::new(me),
             sessions: BTreeMap::new(),
             next: 1,
@@ -98,22 +138,36 @@ impl Clients {
         &self.service
     }
 
+    /// Sessions open now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is open.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     /// A new session; returns its id (the driver registers its descriptors).
-    pub fn add(&mut self, endpoint: Endpoint, peer: Peer) -> ConnId {
+    pub fn add(&mut self, endpoint: Endpoint, peer: Peer, initial_totem_conf: bool) -> ConnId {
         let conn = self.next;
         self.next += 1;
-        self.service.connect(conn, peer.pid, false);
+        self.service.connect(conn, peer.pid, initial_totem_conf);
         self.sessions.insert(
             conn,
             Session {
                 endpoint,
                 peer,
-                pending: None,
+                ready: None,
+                assembly: None,
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
             },
         );
         self.counters.connected += 1;
+        self.flush_events();
         conn
     }
 
@@ -158,55 +212,182 @@ impl Clients {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };
-            let entry = match session.pending.take() {
-                Some(entry) => entry,
-                None => match session.endpoint.rx.read_next() {
-                    Ok(Some(entry)) => entry,
-                    Ok(None) => {
-                        if session.endpoint.rx.prepare_to_sleep() {
-                            break;
-                        }
-                        continue;
+            if let Some((guarantee, message)) = session.ready.take() {
+                if !offer(core, now, guarantee, message, conn, session) {
+                    self.counters.mcasts_waiting += 1;
+                    break;
+                }
+            }
+            let entry = match session.endpoint.rx.read_next() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    if session.endpoint.rx.prepare_to_sleep() {
+                        break;
                     }
-                    Err(corrupt) => {
-                        self.counters.disconnected_bad += 1;
-                        self.drop_client(conn, &corrupt.0);
-                        return;
-                    }
-                },
+                    continue;
+                }
+                Err(corrupt) => {
+                    self.counters.disconnected_bad += 1;
+                    self.drop_client(conn, &corrupt.0);
+                    return;
+                }
             };
-            session.endpoint.rx.copy(&entry, &mut self.request);
-            let body = std::mem::take(&mut self.request);
-            let served = self.request_one(conn, entry.kind, &body, core, now);
-            self.request = body;
+            let request = self.read_request(conn, &entry);
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };
-            if served {
-                self.counters.requests += 1;
-                if session.endpoint.rx.release(entry) {
-                    session.endpoint.wake_peer();
+            // Everything the node keeps was copied out: the client may reuse the space (and
+            // its zero-copy buffer) now.
+            if session.endpoint.rx.release(entry) {
+                session.endpoint.wake_peer();
+            }
+            self.counters.requests += 1;
+            match request {
+                Request::Answer(answer) => {
+                    let (status, reply) = match answer {
+                        Ok(reply) => (1u32, reply),
+                        Err(error) => (u32::from(error.code()), error.detail().as_bytes().to_vec()),
+                    };
+                    let mut record = Vec::with_capacity(4 + reply.len());
+                    record.extend_from_slice(&status.to_le_bytes());
+                    record.extend_from_slice(&reply);
+                    self.write(conn, ANSWER, &[&record]);
                 }
-            } else {
-                // The core's queue is full: keep the request; `writable` retries it.
-                session.pending = Some(entry);
-                self.counters.mcasts_waiting += 1;
-                break;
+                Request::Message(guarantee, message) => {
+                    session.ready = Some((guarantee, Bytes::from(message)));
+                }
+                Request::Nothing => {}
+                Request::Bad(why) => {
+                    self.counters.disconnected_bad += 1;
+                    self.drop_client(conn, &why);
+                    return;
+                }
             }
         }
         self.route(core, now);
     }
 
-    /// Serves one request; false if it must wait for room in the core.
-    fn request_one(
-        &mut self,
-        conn: ConnId,
-        kind: u32,
-        body: &[u8],
-        core: &mut totem::Node,
-        now: Instant,
-    ) -> bool {
-        let answer: Result<Vec<u8>, Error> = match kind {
+    /// Reads one request (copying what the node keeps out of shared memory).
+    fn read_request(&mut self, conn: ConnId, entry: &Entry) -> Request {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Request::Nothing;
+        };
+        let rx = &session.endpoint.rx;
+        if let Some(assembly) = &mut session.assembly {
+            if entry.kind != records::MCAST_MORE {
+                return Request::Bad(format!(
+                    "request kind {} inside the parts of a multicast",
+                    entry.kind
+                ));
+            }
+            if entry.len() > assembly.missing {
+                return Request::Bad("a multicast's parts exceed its length".into());
+            }
+            if let Some(message) = &mut assembly.message {
+                rx.append(entry, 0..entry.len(), message);
+            }
+            assembly.missing -= entry.len();
+            if assembly.missing > 0 {
+                return Request::Nothing;
+            }
+            let assembly = session.assembly.take().expect("present");
+            return match assembly.message {
+                Some(message) => Request::Message(assembly.guarantee, message),
+                None => Request::Nothing,
+            };
+        }
+        let mut head = Vec::new();
+        match entry.kind {
+            records::MCAST => {
+                rx.append(entry, 0..entry.len().min(1), &mut head);
+                let Some((guarantee, _)) = records::decode_mcast(&head) else {
+                    return Request::Bad("malformed multicast request".into());
+                };
+                let len = entry.len() - 1;
+                if len > self.max_message_size {
+                    return Request::Bad(format!("a multicast of {len} bytes"));
+                }
+                // The library checks the handle's state first; a client that sends anyway
+                // only loses its own message.
+                let Ok(mut message) = self.service.mcast_prefix(conn, len) else {
+                    return Request::Nothing;
+                };
+                rx.append(entry, 1..entry.len(), &mut message);
+                Request::Message(guarantee, message)
+            }
+            records::MCAST_FIRST => {
+                rx.append(
+                    entry,
+                    0..entry.len().min(records::MCAST_FIRST_HEADER),
+                    &mut head,
+                );
+                let Some((guarantee, total)) = records::decode_mcast_first(&head) else {
+                    return Request::Bad("malformed first part of a multicast".into());
+                };
+                let first = entry.len() - records::MCAST_FIRST_HEADER;
+                let Ok(total) = usize::try_from(total) else {
+                    return Request::Bad("a multicast longer than memory".into());
+                };
+                if total > self.max_message_size || first > total {
+                    return Request::Bad(format!(
+                        "a multicast of {total} bytes beginning with {first}"
+                    ));
+                }
+                let mut message = self.service.mcast_prefix(conn, total).ok();
+                if let Some(message) = &mut message {
+                    rx.append(entry, records::MCAST_FIRST_HEADER..entry.len(), message);
+                }
+                if first == total {
+                    return message.map_or(Request::Nothing, |m| Request::Message(guarantee, m));
+                }
+                session.assembly = Some(Assembly {
+                    guarantee,
+                    message,
+                    missing: total - first,
+                });
+                Request::Nothing
+            }
+            records::ZCB_MCAST => {
+                rx.append(entry, 0..entry.len().min(24), &mut head);
+                let Some((guarantee, offset, len)) = records::decode_zcb_mcast(&head) else {
+                    return Request::Bad("malformed zero-copy multicast".into());
+                };
+                let arena = session.endpoint.arena;
+                let Some(at) = arena.block(offset, len) else {
+                    return Request::Bad(format!(
+                        "zero-copy block {offset}+{len} outside its arena of {}",
+                        arena.capacity
+                    ));
+                };
+                let len = len as usize;
+                if len > self.max_message_size {
+                    return Request::Bad(format!("a multicast of {len} bytes"));
+                }
+                let Ok(mut message) = self.service.mcast_prefix(conn, len) else {
+                    return Request::Nothing;
+                };
+                zcb::copy_block(session.endpoint.region(), at, len, &mut message);
+                Request::Message(guarantee, message)
+            }
+            kind => {
+                if entry.len() > SMALL_REQUEST_MAX {
+                    return Request::Bad(format!(
+                        "request of kind {kind} with {} bytes",
+                        entry.len()
+                    ));
+                }
+                rx.copy(entry, &mut self.request);
+                let body = std::mem::take(&mut self.request);
+                let request = self.small_request(conn, kind, &body);
+                self.request = body;
+                request
+            }
+        }
+    }
+
+    /// Serves a request that is answered.
+    fn small_request(&mut self, conn: ConnId, kind: u32, body: &[u8]) -> Request {
+        Request::Answer(match kind {
             records::JOIN => self.service.join(conn, body).map(|()| Vec::new()),
             records::LEAVE => self.service.leave(conn, body).map(|()| Vec::new()),
             records::MEMBERSHIP_GET => super::cpg::service::check_name(body).map(|()| {
@@ -220,38 +401,47 @@ impl Clients {
                 out
             }),
             records::LOCAL_GET => Ok(self.me.0.to_le_bytes().to_vec()),
-            records::MCAST => {
-                let Some((guarantee, payload)) = records::decode_mcast(body) else {
-                    self.counters.disconnected_bad += 1;
-                    self.drop_client(conn, "malformed multicast request");
-                    return true;
-                };
-                // The library checks the handle's state first; a client that sends anyway only
-                // loses its own message.
-                if let Ok(message) = self.service.mcast(conn, payload) {
-                    match core.mcast(now, guarantee, message) {
-                        Err(Error::TryAgain(_)) => return false,
-                        Err(error) => tracing::warn!(conn, %error, "multicast refused"),
-                        Ok(_) => {}
-                    }
-                }
-                return true;
+            records::ITERATION => self.iteration(body),
+            other => return Request::Bad(format!("unknown request kind {other}")),
+        })
+    }
+
+    /// `cpg_iteration`: groups (type 1), one group's members (2) or every member (3).
+    fn iteration(&self, body: &[u8]) -> Result<Vec<u8>, Error> {
+        let (&kind, group) = body
+            .split_first()
+            .ok_or_else(|| Error::InvalidParam("no iteration type".into()))?;
+        let entries: Vec<records::IterationEntry> = match kind {
+            1 => self
+                .service
+                .groups()
+                .map(|(name, _)| (name.clone(), NodeId(0), 0))
+                .collect(),
+            2 => {
+                super::cpg::service::check_name(group)?;
+                let name = Bytes::copy_from_slice(group);
+                self.service
+                    .membership(group)
+                    .into_iter()
+                    .map(|(node, pid)| (name.clone(), node, pid))
+                    .collect()
             }
+            3 => self
+                .service
+                .groups()
+                .flat_map(|(name, members)| {
+                    members
+                        .iter()
+                        .map(move |&(node, pid)| (name.clone(), node, pid))
+                })
+                .collect(),
             other => {
-                self.counters.disconnected_bad += 1;
-                self.drop_client(conn, &format!("unknown request kind {other}"));
-                return true;
+                return Err(Error::InvalidParam(
+                    format!("iteration type {other} is not 1, 2 or 3").into(),
+                ));
             }
         };
-        let (status, reply) = match answer {
-            Ok(reply) => (1u32, reply),
-            Err(error) => (u32::from(error.code()), error.detail().as_bytes().to_vec()),
-        };
-        let mut record = Vec::with_capacity(4 + reply.len());
-        record.extend_from_slice(&status.to_le_bytes());
-        record.extend_from_slice(&reply);
-        self.write(conn, ANSWER, &record);
-        true
+        Ok(records::encode_iteration(&entries))
     }
 
     /// The core has room again: control messages first, then waiting clients.
@@ -260,7 +450,7 @@ impl Clients {
         let waiting: Vec<ConnId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.pending.is_some())
+            .filter(|(_, s)| s.ready.is_some())
             .map(|(&id, _)| id)
             .collect();
         for conn in waiting {
@@ -293,19 +483,7 @@ impl Clients {
 
     /// Carries the service's outputs to the core and the clients.
     fn route(&mut self, core: &mut totem::Node, now: Instant) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        while let Some(output) = self.service.poll_output() {
-            match output {
-                Output::Multicast { guarantee, payload } => {
-                    self.control_backlog.push_back((guarantee, payload));
-                }
-                Output::Event { conn, event } => {
-                    let kind = records::encode_event(&event, &mut scratch);
-                    self.write(conn, kind, &scratch);
-                }
-            }
-        }
-        self.scratch = scratch;
+        self.flush_events();
         while let Some((guarantee, payload)) = self.control_backlog.pop_front() {
             if let Err(error) = core.mcast(now, guarantee, payload.clone()) {
                 if matches!(error.code(), CsError::TryAgain) {
@@ -317,14 +495,66 @@ impl Clients {
         }
     }
 
-    /// Writes one record to a client's event ring, or to its backlog when the ring is full.
-    fn write(&mut self, conn: ConnId, kind: u32, body: &[u8]) {
+    /// Writes the service's events to the clients; keeps its multicasts for the core.
+    fn flush_events(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(output) = self.service.poll_output() {
+            match output {
+                Output::Multicast { guarantee, payload } => {
+                    self.control_backlog.push_back((guarantee, payload));
+                }
+                Output::Event {
+                    conn,
+                    event:
+                        ClientEvent::Deliver {
+                            group,
+                            nodeid,
+                            pid,
+                            payload,
+                        },
+                } => {
+                    records::deliver_header(nodeid, pid, &group, &mut scratch);
+                    self.write_deliver(conn, &scratch, &payload);
+                }
+                Output::Event { conn, event } => {
+                    let kind = records::encode_event(&event, &mut scratch);
+                    self.write(conn, kind, &[&scratch]);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Writes a message to a client: one record, or parts when it is larger than a record.
+    fn write_deliver(&mut self, conn: ConnId, header: &[u8], payload: &[u8]) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        let record_max = session.endpoint.tx.payload_max();
+        if header.len() + payload.len() <= record_max {
+            self.write(conn, records::DELIVER, &[header, payload]);
+            return;
+        }
+        let part = PART_MAX.min(record_max - header.len() - 8);
+        let total = (payload.len() as u64).to_le_bytes();
+        let (first, mut rest) = payload.split_at(part);
+        self.write(conn, records::DELIVER_FIRST, &[header, &total, first]);
+        while !rest.is_empty() {
+            let (next, after) = rest.split_at(part.min(rest.len()));
+            self.write(conn, records::DELIVER_MORE, &[next]);
+            rest = after;
+        }
+    }
+
+    /// Writes one record (the concatenation of `parts`) to a client's event ring, or to its
+    /// backlog when the ring is full.
+    fn write(&mut self, conn: ConnId, kind: u32, parts: &[&[u8]]) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         self.counters.events_written += 1;
         if session.backlog.is_empty() {
-            match try_write(&mut session.endpoint, kind, body) {
+            match try_write(&mut session.endpoint, kind, parts) {
                 Written::Yes => return,
                 Written::Full => {}
                 Written::Never(why) => {
@@ -334,29 +564,39 @@ impl Clients {
                 }
             }
         }
+        let body = Bytes::from(parts.concat());
         session.backlog_bytes += body.len();
-        session
-            .backlog
-            .push_back((kind, Bytes::copy_from_slice(body)));
-        // Ask the client to wake the node when it releases room.
-        let _ = session.endpoint.tx.prepare_to_wait(0);
+        session.backlog.push_back((kind, body));
         if session.backlog_bytes > BACKLOG_MAX {
             self.counters.disconnected_slow += 1;
             self.drop_client(conn, "it stopped reading its events (backlog over 64 MiB)");
+            return;
+        }
+        if session.backlog.len() == 1 {
+            // Ask the client to wake the node when it releases room (or write at once if
+            // room appeared meanwhile).
+            self.flush_backlog(conn);
         }
     }
 
+    /// Writes what the backlog holds while there is room; otherwise asks the client to wake
+    /// the node once it has released room for the first record waiting.
     fn flush_backlog(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         while let Some((kind, body)) = session.backlog.front() {
-            match try_write(&mut session.endpoint, *kind, body) {
+            match try_write(&mut session.endpoint, *kind, &[body]) {
                 Written::Yes => {}
-                Written::Full => {
-                    let _ = session.endpoint.tx.prepare_to_wait(0);
-                    return;
-                }
+                Written::Full => match session.endpoint.tx.prepare_to_wait(body.len()) {
+                    Ok(true) => return,
+                    Ok(false) => continue,
+                    Err(_) => {
+                        self.counters.disconnected_bad += 1;
+                        self.drop_client(conn, "it corrupted its event ring");
+                        return;
+                    }
+                },
                 Written::Never(why) => {
                     self.counters.disconnected_bad += 1;
                     self.drop_client(conn, why);
@@ -369,6 +609,28 @@ impl Clients {
     }
 }
 
+/// Offers a client's message to the core; false (keeping it) when the core has no room.
+fn offer(
+    core: &mut totem::Node,
+    now: Instant,
+    guarantee: Guarantee,
+    message: Bytes,
+    conn: ConnId,
+    session: &mut Session,
+) -> bool {
+    match core.mcast(now, guarantee, message.clone()) {
+        Err(Error::TryAgain(_)) => {
+            session.ready = Some((guarantee, message));
+            session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+            return false;
+        }
+        Err(error) => tracing::warn!(conn, %error, "multicast refused"),
+        Ok(_) => {}
+    }
+    session.endpoint.rx.set_status(FLOW_CONTROL_DISABLED);
+    true
+}
+
 /// What became of a record written to a client's event ring.
 enum Written {
     Yes,
@@ -379,11 +641,19 @@ enum Written {
     Never(&'static str),
 }
 
-/// Writes a record if the ring has room; wakes the client when it sleeps.
-fn try_write(endpoint: &mut Endpoint, kind: u32, body: &[u8]) -> Written {
-    match endpoint.tx.push(kind, body) {
-        Ok(Ok(wake)) => {
-            if wake {
+/// Writes a record (the concatenation of `parts`) if the ring has room; wakes the client
+/// when it sleeps.
+fn try_write(endpoint: &mut Endpoint, kind: u32, parts: &[&[u8]]) -> Written {
+    let len = parts.iter().map(|part| part.len()).sum();
+    match endpoint.tx.claim(len) {
+        Ok(Ok(mut claim)) => {
+            let out = claim.payload_mut();
+            let mut at = 0;
+            for part in parts {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            if claim.commit(kind) {
                 endpoint.wake_peer();
             }
             Written::Yes

@@ -491,7 +491,8 @@ impl FileConfig {
             .netmtu
             .saturating_sub(header)
             .saturating_sub(datagram_overhead);
-        config.message_size_max = totem.max_message_size;
+        // The core carries the service's header too.
+        config.message_size_max = totem.max_message_size + crate::api::SERVICE_HEADER_MAX;
         config.validate().map_err(|error| {
             let detail = error.detail();
             // The core names its value differently from the file, and its netmtu is not the
@@ -960,7 +961,7 @@ fn resolve_totem(ctx: &Ctx<'_>, raw: RawTotem, nodes: &[NodeEntry]) -> Result<To
         return Err(ctx.error("totem.max_message_size", "must be at least 1"));
     }
     // The core refuses a message it could never queue; say so in the file's terms.
-    if max_message_size > core_defaults.send_queue_bytes_max {
+    if max_message_size + crate::api::SERVICE_HEADER_MAX > core_defaults.send_queue_bytes_max {
         return Err(ctx.error(
             "totem.max_message_size",
             format!(
@@ -1369,7 +1370,10 @@ mod tests {
         assert_eq!(core.window_size, 40);
         assert_eq!(core.max_messages, 20);
         assert_eq!(core.netmtu, 9000 - 28);
-        assert_eq!(core.message_size_max, 1_048_576);
+        assert_eq!(
+            core.message_size_max,
+            1_048_576 + crate::api::SERVICE_HEADER_MAX
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Request {
         version: u32,
         /// The service (`"cpg"`).
         service: String,
+        /// CPG: deliver the totem configuration at once.
+        #[serde(default)]
+        initial_totem_conf: bool,
     },
     /// Sets the rate of the test workload (`totemcast node --workload`); 0 stops it.
     Workload {

@@ -56,6 +56,10 @@ const FIRST_CONNECTION: usize = 16;
 /// Tokens of IPC sessions: `CLIENT_BASE + 2 × conn` is its wake-up, `+ 1` its socket.
 const CLIENT_BASE: usize = 1 << 40;
 
+/// Most IPC sessions at once (each maps its rings: 24 MiB of address space, resident only
+/// as used).
+const SESSIONS_MAX: usize = 4096;
+
 /// Largest datagram we accept (UDP's limit).
 const DATAGRAM_MAX: usize = 65_536;
 
@@ -173,6 +177,7 @@ impl Driver {
             cipher = cipher.name(),
             "node started"
         );
+        let max_message_size = config.totem.max_message_size;
         let mut driver = Driver {
             me,
             config,
@@ -189,7 +194,7 @@ impl Driver {
             history,
             workload,
             numbered: BTreeMap::new(),
-            clients: Clients::new(me),
+            clients: Clients::new(me, max_message_size),
             started: now,
             buffers: Buffers {
                 receive: RecvBatch::new(DATAGRAM_MAX),
@@ -431,9 +436,18 @@ impl Driver {
         };
         let answer = match connection.read() {
             ReadOutcome::Pending => return,
-            ReadOutcome::Request(Request::Connect { version, service }) => {
+            ReadOutcome::Request(Request::Connect {
+                version,
+                service,
+                initial_totem_conf,
+            }) => {
                 let connection = self.connections.remove(&id).expect("present");
-                self.connect(poll, connection, version, &service);
+                let request = ipc::connection::ConnectRequest {
+                    version,
+                    service,
+                    initial_totem_conf,
+                };
+                self.connect(poll, connection, &request);
                 return;
             }
             ReadOutcome::Request(Request::Status) => Some(self.status()),
@@ -461,12 +475,17 @@ impl Driver {
     }
 
     /// The IPC handshake of a client on a control connection.
-    fn connect(&mut self, poll: &Poll, mut connection: Connection, version: u32, service: &str) {
+    fn connect(
+        &mut self,
+        poll: &Poll,
+        mut connection: Connection,
+        request: &ipc::connection::ConnectRequest,
+    ) {
         let _ = poll.registry().deregister(connection.stream());
         let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(
             connection.into_stream(),
         ));
-        if let Err(error) = self.open_session(poll, stream, version, service) {
+        if let Err(error) = self.open_session(poll, stream, request) {
             tracing::warn!(%error, "client handshake failed");
         }
     }
@@ -475,25 +494,23 @@ impl Driver {
         &mut self,
         poll: &Poll,
         stream: std::os::unix::net::UnixStream,
-        version: u32,
-        service: &str,
+        request: &ipc::connection::ConnectRequest,
     ) -> io::Result<()> {
         stream.set_nonblocking(false)?;
         let peer = ipc::connection::peer(&stream)?;
-        let refuse = self.refusal(&peer, service);
-        let request = ipc::connection::ConnectRequest {
-            version,
-            service: service.into(),
+        let refuse = self.refusal(&peer, &request.service);
+        let offer = ipc::connection::Offer {
+            nodeid: self.me.0,
+            layout: ipc::connection::Layout::default(),
+            max_message_size: self.config.totem.max_message_size,
         };
-        let layout = ipc::connection::Layout::default();
-        let Some(endpoint) = ipc::connection::accept(stream, &request, self.me.0, layout, refuse)?
-        else {
+        let Some(endpoint) = ipc::connection::accept(stream, request, &offer, refuse)? else {
             return Ok(());
         };
         endpoint.stream.set_nonblocking(true)?;
         let wakeup = endpoint.wakeup_fd();
         let socket = endpoint.stream.as_raw_fd();
-        let conn = self.clients.add(endpoint, peer);
+        let conn = self.clients.add(endpoint, peer, request.initial_totem_conf);
         let token = CLIENT_BASE + 2 * conn as usize;
         poll.registry()
             .register(&mut SourceFd(&wakeup), Token(token), Interest::READABLE)?;
@@ -511,6 +528,11 @@ impl Driver {
         if service != "cpg" {
             return Some(Error::NotSupported(
                 format!("no service {service:?}").into(),
+            ));
+        }
+        if self.clients.len() >= SESSIONS_MAX {
+            return Some(Error::NoResources(
+                format!("the node serves its maximum of {SESSIONS_MAX} connections").into(),
             ));
         }
         let ipc = &self.config.ipc;

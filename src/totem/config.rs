@@ -66,7 +66,8 @@ pub struct Config {
     pub max_messages: u32,
     /// `netmtu`: largest datagram the core produces, in bytes.
     pub netmtu: usize,
-    /// Largest application message, delivered whole or not at all.
+    /// Largest totem payload (a service's header and the application's message), delivered
+    /// whole or not at all.
     pub message_size_max: usize,
     /// Bytes of accepted, not yet sent messages before `mcast` refuses (`CS_ERR_TRY_AGAIN`).
     pub send_queue_bytes_max: usize,
@@ -122,7 +123,7 @@ impl Config {
             window_size: 50,
             max_messages: 17,
             netmtu: 1500,
-            message_size_max: crate::api::MAX_ATOMIC_MSGSIZE,
+            message_size_max: crate::api::MAX_ATOMIC_MSGSIZE + crate::api::SERVICE_HEADER_MAX,
             send_queue_bytes_max: 256 * 1024 * 1024,
             sort_queue_capacity: 16_384,
             retransmit_entries_max: 30,

@@ -326,6 +326,21 @@ impl Service {
         }
     }
 
+    /// [`Service::mcast`] for a message of `len` bytes that the caller appends to the returned
+    /// buffer (copying it once, from wherever it is).
+    pub fn mcast_prefix(&self, conn: ConnId, len: usize) -> Result<Vec<u8>> {
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or_else(|| Error::BadHandle(format!("no connection {conn}").into()))?;
+        match (c.state, &c.group) {
+            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
+                Ok(super::wire::mcast_prefix(c.pid, group, len))
+            }
+            _ => Err(Error::NotExist("this handle has not joined a group".into())),
+        }
+    }
+
     fn multicast(&mut self, guarantee: Guarantee, message: &Message) {
         self.outputs.push_back(Output::Multicast {
             guarantee,

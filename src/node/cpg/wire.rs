@@ -152,6 +152,20 @@ impl Message {
     }
 }
 
+/// The totem payload of a multicast up to its message: the caller appends the message's
+/// `len` bytes (from wherever they are: one copy in all).
+#[must_use]
+pub fn mcast_prefix(pid: u32, group: &[u8], len: usize) -> Vec<u8> {
+    debug_assert!(!group.is_empty() && group.len() <= CPG_MAX_NAME_LENGTH);
+    let mut out = Vec::with_capacity(7 + group.len() + len);
+    out.put_u8(SERVICE);
+    out.put_u8(OP_MCAST);
+    out.put_u32_le(pid);
+    out.put_u8(group.len() as u8);
+    out.put_slice(group);
+    out
+}
+
 /// The payload of [`Message::Mcast`] written straight from the application's bytes.
 #[must_use]
 pub fn encode_mcast(pid: u32, group: &[u8], payload: &[u8]) -> Bytes {
