@@ -8,7 +8,7 @@
 pub enum ServiceId {
     /// Closed process groups ([`super::cpg`]).
     Cpg = 1,
-    /// Extended virtual synchrony (the EVS service).
+    /// Extended virtual synchrony ([`super::evs`]).
     Evs = 2,
 }
 
@@ -63,5 +63,6 @@ mod tests {
         assert_eq!(ServiceId::of(&[0xED]), None, "the workload's magic");
         assert_eq!(ServiceId::from_name("CPG"), None);
         assert_eq!(super::super::cpg::wire::SERVICE, ServiceId::Cpg.byte());
+        assert_eq!(super::super::evs::wire::SERVICE, ServiceId::Evs.byte());
     }
 }
