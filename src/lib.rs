@@ -10,8 +10,10 @@
 
 pub mod api;
 pub mod cli;
+mod client;
 pub mod cpg;
 pub mod error;
+pub mod evs;
 pub mod history;
 pub mod ids;
 pub mod ipc;

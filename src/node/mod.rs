@@ -9,6 +9,8 @@ pub mod control;
 pub mod cpg;
 pub mod crypto;
 pub mod driver;
+pub mod evs;
+pub mod services;
 pub mod state_file;
 pub mod transport;
 pub mod workload;

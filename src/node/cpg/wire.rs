@@ -8,7 +8,7 @@ use crate::api::{CPG_MAX_NAME_LENGTH, Reason};
 use crate::ids::RingId;
 
 /// The service byte of CPG messages.
-pub const SERVICE: u8 = 1;
+pub const SERVICE: u8 = crate::node::services::ServiceId::Cpg.byte();
 
 const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;
