@@ -211,7 +211,7 @@ mod tests {
     use super::*;
     use crate::error::CsError;
     use crate::ids::RingId;
-    use crate::ipc::connection::{Endpoint, Layout, accept, read_request};
+    use crate::ipc::connection::{Endpoint, Layout, Offer, accept, read_request};
     use crate::node::evs::{Served, Sessions};
     use crate::totem::Configuration;
 
@@ -222,11 +222,16 @@ mod tests {
         let (mut stream, _) = listener.accept().unwrap();
         let request = read_request(&mut stream).unwrap();
         assert_eq!(request.service, "evs");
-        let layout = Layout {
-            request_capacity: 1 << 16,
-            event_capacity: 1 << 16,
+        let offer = Offer {
+            nodeid: 1,
+            layout: Layout {
+                request_capacity: 1 << 16,
+                event_capacity: 1 << 16,
+                zcb_capacity: 0,
+            },
+            max_message_size: 1 << 15,
         };
-        let mut endpoint = accept(stream, &request, 1, layout, None).unwrap().unwrap();
+        let mut endpoint = accept(stream, &request, &offer, None).unwrap().unwrap();
         let mut sessions = Sessions::new(NodeId(1));
         sessions.on_configuration(&Configuration {
             kind: ConfigurationKind::Regular,

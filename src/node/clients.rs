@@ -23,6 +23,8 @@ use crate::ids::NodeId;
 use crate::ipc::connection::{Endpoint, Peer};
 use crate::ipc::ring::{ClaimError, Entry};
 use crate::ipc::zcb;
+use crate::node::evs;
+use crate::node::services::ServiceId;
 use crate::time::Instant;
 use crate::totem;
 
@@ -59,6 +61,7 @@ pub struct ClientCounters {
 struct Session {
     endpoint: Endpoint,
     peer: Peer,
+    service: ServiceId,
     /// A message built from the client's request that the core refused for lack of room:
     /// nothing more is read from this client until the core takes it.
     ready: Option<(Guarantee, Bytes)>,
@@ -84,7 +87,9 @@ enum Request {
     /// Answer it with this.
     Answer(Result<Vec<u8>, Error>),
     /// Hand this totem payload to the core.
-    Message(Guarantee, Vec<u8>),
+    Message(Guarantee, Bytes),
+    /// Write this answer record (already encoded).
+    Record(Vec<u8>),
     /// Nothing (a part of a message, or a message the service refused).
     Nothing,
     /// The client broke the protocol: drop it.
@@ -100,6 +105,7 @@ pub struct Clients {
     /// The largest message a client may send.
     max_message_size: usize,
     service: Service,
+    evs: evs::Sessions,
     sessions: BTreeMap<ConnId, Session>,
     next: ConnId,
     control_backlog: VecDeque<(Guarantee, Bytes)>,
@@ -117,6 +123,7 @@ impl Clients {
             me,
             max_message_size,
             service: Service::new(me),
+            evs: evs::Sessions::new(me),
             sessions: BTreeMap::new(),
             next: 1,
             control_backlog: VecDeque::new(),
@@ -138,6 +145,12 @@ impl Clients {
         &self.service
     }
 
+    /// The EVS sessions (for status).
+    #[must_use]
+    pub fn evs(&self) -> &evs::Sessions {
+        &self.evs
+    }
+
     /// Sessions open now.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -151,15 +164,25 @@ impl Clients {
     }
 
     /// A new session; returns its id (the driver registers its descriptors).
-    pub fn add(&mut self, endpoint: Endpoint, peer: Peer, initial_totem_conf: bool) -> ConnId {
+    pub fn add(
+        &mut self,
+        endpoint: Endpoint,
+        peer: Peer,
+        service: ServiceId,
+        initial_totem_conf: bool,
+    ) -> ConnId {
         let conn = self.next;
         self.next += 1;
-        self.service.connect(conn, peer.pid, initial_totem_conf);
+        match service {
+            ServiceId::Cpg => self.service.connect(conn, peer.pid, initial_totem_conf),
+            ServiceId::Evs => self.evs.connect(conn, peer.pid),
+        }
         self.sessions.insert(
             conn,
             Session {
                 endpoint,
                 peer,
+                service,
                 ready: None,
                 assembly: None,
                 backlog: VecDeque::new(),
@@ -179,10 +202,17 @@ impl Clients {
 
     /// The client closed its socket (or died): PROCDOWN for its membership.
     pub fn hang_up(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
-        if self.sessions.remove(&conn).is_some() {
+        if let Some(session) = self.sessions.remove(&conn) {
             self.counters.closed += 1;
-            self.service.disconnect(conn);
+            self.disconnect(conn, session.service);
             self.route(core, now);
+        }
+    }
+
+    fn disconnect(&mut self, conn: ConnId, service: ServiceId) {
+        match service {
+            ServiceId::Cpg => self.service.disconnect(conn),
+            ServiceId::Evs => self.evs.disconnect(conn),
         }
     }
 
@@ -197,7 +227,7 @@ impl Clients {
                 why,
                 "client disconnected"
             );
-            self.service.disconnect(conn);
+            self.disconnect(conn, session.service);
         }
     }
 
@@ -253,8 +283,9 @@ impl Clients {
                     record.extend_from_slice(&reply);
                     self.write(conn, ANSWER, &[&record]);
                 }
+                Request::Record(record) => self.write(conn, ANSWER, &[&record]),
                 Request::Message(guarantee, message) => {
-                    session.ready = Some((guarantee, Bytes::from(message)));
+                    session.ready = Some((guarantee, message));
                 }
                 Request::Nothing => {}
                 Request::Bad(why) => {
@@ -273,6 +304,25 @@ impl Clients {
             return Request::Nothing;
         };
         let rx = &session.endpoint.rx;
+        if session.service == ServiceId::Evs {
+            if entry.len() > rx_payload_max(session) {
+                return Request::Bad("an EVS request larger than a record".into());
+            }
+            rx.copy(entry, &mut self.request);
+            let mut message = None;
+            let served = self
+                .evs
+                .serve(conn, entry.kind, &self.request, |guarantee, m| {
+                    message = Some((guarantee, m));
+                    Ok(())
+                });
+            return match (served, message) {
+                (_, Some((guarantee, m))) => Request::Message(guarantee, m),
+                (evs::Served::Answer(answer), None) => Request::Record(answer),
+                (evs::Served::Done | evs::Served::Wait, None) => Request::Nothing,
+                (evs::Served::Bad(why), None) => Request::Bad(why),
+            };
+        }
         if let Some(assembly) = &mut session.assembly {
             if entry.kind != records::MCAST_MORE {
                 return Request::Bad(format!(
@@ -292,7 +342,7 @@ impl Clients {
             }
             let assembly = session.assembly.take().expect("present");
             return match assembly.message {
-                Some(message) => Request::Message(assembly.guarantee, message),
+                Some(message) => Request::Message(assembly.guarantee, message.into()),
                 None => Request::Nothing,
             };
         }
@@ -313,7 +363,7 @@ impl Clients {
                     return Request::Nothing;
                 };
                 rx.append(entry, 1..entry.len(), &mut message);
-                Request::Message(guarantee, message)
+                Request::Message(guarantee, message.into())
             }
             records::MCAST_FIRST => {
                 rx.append(
@@ -338,7 +388,8 @@ impl Clients {
                     rx.append(entry, records::MCAST_FIRST_HEADER..entry.len(), message);
                 }
                 if first == total {
-                    return message.map_or(Request::Nothing, |m| Request::Message(guarantee, m));
+                    return message
+                        .map_or(Request::Nothing, |m| Request::Message(guarantee, m.into()));
                 }
                 session.assembly = Some(Assembly {
                     guarantee,
@@ -367,7 +418,7 @@ impl Clients {
                     return Request::Nothing;
                 };
                 zcb::copy_block(session.endpoint.region(), at, len, &mut message);
-                Request::Message(guarantee, message)
+                Request::Message(guarantee, message.into())
             }
             kind => {
                 if entry.len() > SMALL_REQUEST_MAX {
@@ -470,7 +521,19 @@ impl Clients {
         self.route(core, now);
     }
 
-    /// A configuration from the core.
+    /// An EVS delivery from the core.
+    pub fn deliver_evs(
+        &mut self,
+        origin: NodeId,
+        payload: &Bytes,
+        core: &mut totem::Node,
+        now: Instant,
+    ) {
+        self.evs.on_deliver(origin, payload);
+        self.route(core, now);
+    }
+
+    /// A configuration from the core (transitional or regular).
     pub fn configuration(
         &mut self,
         configuration: &totem::Configuration,
@@ -478,6 +541,7 @@ impl Clients {
         now: Instant,
     ) {
         self.service.on_configuration(configuration);
+        self.evs.on_configuration(configuration);
         self.route(core, now);
     }
 
@@ -521,6 +585,9 @@ impl Clients {
                     self.write(conn, kind, &[&scratch]);
                 }
             }
+        }
+        while let Some((conn, kind)) = self.evs.poll_record(&mut scratch) {
+            self.write(conn, kind, &[&scratch]);
         }
         self.scratch = scratch;
     }
@@ -607,6 +674,11 @@ impl Clients {
             session.backlog.pop_front();
         }
     }
+}
+
+fn rx_payload_max(session: &Session) -> usize {
+    // Both rings of a connection have the node's layout.
+    session.endpoint.tx.payload_max()
 }
 
 /// Offers a client's message to the core; false (keeping it) when the core has no room.

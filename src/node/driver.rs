@@ -22,8 +22,8 @@ use super::clients::Clients;
 use super::clock;
 use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
 use super::control::{self, Connection, ControlSocket, ReadOutcome, Request};
-use super::cpg;
 use super::crypto::{Cipher, ClusterKey, Opener, Sealer};
+use super::services::ServiceId;
 use super::state_file::{NodeState, StateFile};
 use super::transport::{Mode, RecvBatch, Transport};
 use super::workload::Workload;
@@ -336,10 +336,26 @@ impl Driver {
     fn handle_event(&mut self, now: Instant, event: Event) {
         match event {
             Event::Deliver(delivery) => {
-                if delivery.payload.first() == Some(&cpg::wire::SERVICE) {
-                    self.clients
-                        .deliver(delivery.origin, &delivery.payload, &mut self.core, now);
-                    return;
+                match ServiceId::of(&delivery.payload) {
+                    Some(ServiceId::Cpg) => {
+                        self.clients.deliver(
+                            delivery.origin,
+                            &delivery.payload,
+                            &mut self.core,
+                            now,
+                        );
+                        return;
+                    }
+                    Some(ServiceId::Evs) => {
+                        self.clients.deliver_evs(
+                            delivery.origin,
+                            &delivery.payload,
+                            &mut self.core,
+                            now,
+                        );
+                        return;
+                    }
+                    None => {}
                 }
                 if let Some(msg) = app_id(&delivery.payload) {
                     let event = HistoryEvent::Deliver {
@@ -510,7 +526,10 @@ impl Driver {
         endpoint.stream.set_nonblocking(true)?;
         let wakeup = endpoint.wakeup_fd();
         let socket = endpoint.stream.as_raw_fd();
-        let conn = self.clients.add(endpoint, peer, request.initial_totem_conf);
+        let service = ServiceId::from_name(&request.service).expect("refused otherwise");
+        let conn = self
+            .clients
+            .add(endpoint, peer, service, request.initial_totem_conf);
         let token = CLIENT_BASE + 2 * conn as usize;
         poll.registry()
             .register(&mut SourceFd(&wakeup), Token(token), Interest::READABLE)?;
@@ -525,7 +544,7 @@ impl Driver {
     /// Why a client may not connect (root, this node's user and the configured uids and gids
     /// may; others get CS_ERR_ACCESS), or an unknown service.
     fn refusal(&self, peer: &ipc::connection::Peer, service: &str) -> Option<Error> {
-        if service != "cpg" {
+        if ServiceId::from_name(service).is_none() {
             return Some(Error::NotSupported(
                 format!("no service {service:?}").into(),
             ));
@@ -615,6 +634,13 @@ impl Driver {
                     "held": self.clients.service().held(),
                     "malformed": self.clients.service().malformed(),
                     "groups": self.clients.service().groups().count(),
+                },
+                "evs": {
+                    "connections": self.clients.evs().service().connections(),
+                    "malformed": self.clients.evs().service().malformed(),
+                    "requests": self.clients.evs().counters().requests,
+                    "mcasts": self.clients.evs().counters().mcasts,
+                    "mcasts_dropped": self.clients.evs().counters().mcasts_dropped,
                 },
                 "send_queue_bytes": self.core.send_queue_bytes(),
             },
