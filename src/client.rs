@@ -33,13 +33,28 @@ impl Session {
     /// `answer`.
     pub(crate) fn connect(socket: &Path, service: &str, answer: u32) -> Result<Session> {
         let (endpoint, nodeid) = connection::connect(socket, service)?;
-        Ok(Session {
+        Ok(Session::new(endpoint, nodeid, answer))
+    }
+
+    /// Connects over `stream`, whose other end a node serves (an embedded node).
+    pub(crate) fn connect_stream(
+        stream: std::os::unix::net::UnixStream,
+        service: &str,
+        answer: u32,
+    ) -> Result<Session> {
+        let (endpoint, reply) =
+            connection::handshake(stream, &connection::ConnectRequest::new(service))?;
+        Ok(Session::new(endpoint, reply.nodeid, answer))
+    }
+
+    fn new(endpoint: Endpoint, nodeid: u32, answer: u32) -> Session {
+        Session {
             endpoint,
             nodeid: NodeId(nodeid),
             answer,
             pending: VecDeque::new(),
             buffer: Vec::new(),
-        })
+        }
     }
 
     /// The node's id, from the handshake.

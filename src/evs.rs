@@ -59,6 +59,15 @@ impl Handle {
         })
     }
 
+    /// Connects over `stream`, whose other end a node serves (see
+    /// [`crate::Node::evs`]).
+    pub fn connect_stream(stream: std::os::unix::net::UnixStream) -> Result<Handle> {
+        Ok(Handle {
+            session: Session::connect_stream(stream, "evs", records::ANSWER)?,
+            joined: BTreeSet::new(),
+        })
+    }
+
     /// `evs_join`: adds `groups` (at most 50 keys of 1–32 bytes) to this handle's filter.
     /// Joining a key already joined changes nothing. `CS_ERR_TOO_MANY_GROUPS` beyond 50 keys
     /// or [`GROUPS_JOINED_MAX`] joined in all.

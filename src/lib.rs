@@ -29,3 +29,4 @@ pub mod sim;
 mod python;
 
 pub use error::{CsError, Error, Result};
+pub use node::embedded::Node;

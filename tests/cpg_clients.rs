@@ -228,3 +228,45 @@ fn three_nodes_one_group_one_order_and_membership_changes() {
         vec![(NodeId(1), pid)]
     );
 }
+
+/// Regression: a message sent right after `join` returned could reach the core before the
+/// join (the node served the next request before routing the join), so it was delivered to
+/// nobody. Every round here joins, sends at once and must get its own message.
+#[test]
+fn a_message_sent_right_after_join_is_delivered() {
+    for nodes in [1usize, 2] {
+        let mut cluster = NodeCluster::new(
+            &format!("cpg-join-send-{nodes}"),
+            nodes,
+            Timers::default(),
+            0,
+            "",
+        );
+        cluster.start_all();
+        cluster.wait_for_ring(&(0..nodes).collect::<Vec<_>>(), WITHIN);
+        let mut handle = Handle::connect(socket(&cluster, 0)).unwrap();
+        for round in 0..20u32 {
+            let guarantee = if round % 2 == 0 {
+                Guarantee::Agreed
+            } else {
+                Guarantee::Safe
+            };
+            handle.join("g").unwrap();
+            handle
+                .mcast_joined(guarantee, &[&round.to_le_bytes()])
+                .unwrap();
+            let mut events = Vec::new();
+            collect(&mut handle, &mut events, |e| !deliveries(e).is_empty());
+            assert_eq!(
+                deliveries(&events),
+                vec![(1, round.to_le_bytes().to_vec())],
+                "{nodes} nodes, round {round}"
+            );
+            handle.leave("g").unwrap();
+            collect(&mut handle, &mut events, |e| {
+                e.iter()
+                    .any(|e| matches!(e, Event::ConfChg { left, .. } if !left.is_empty()))
+            });
+        }
+    }
+}

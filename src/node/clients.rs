@@ -239,15 +239,26 @@ impl Clients {
         session.endpoint.clear_wakeup();
         self.flush_backlog(conn);
         loop {
-            let Some(session) = self.sessions.get_mut(&conn) else {
-                return;
-            };
-            if let Some((guarantee, message)) = session.ready.take() {
-                if !offer(core, now, guarantee, message, conn, session) {
+            if self.sessions.get(&conn).is_some_and(|s| s.ready.is_some()) {
+                // A join or leave this client asked for goes first: its messages are ordered
+                // after it (a message sent right after a join must not overtake it).
+                self.route(core, now);
+                let Some(session) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                let (guarantee, message) = session.ready.take().expect("checked");
+                let refused = !self.control_backlog.is_empty()
+                    || !offer(core, now, guarantee, message.clone(), conn, session);
+                if refused {
+                    session.ready = Some((guarantee, message));
+                    session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
                     self.counters.mcasts_waiting += 1;
                     break;
                 }
             }
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                return;
+            };
             let entry = match session.endpoint.rx.read_next() {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
@@ -690,12 +701,8 @@ fn offer(
     conn: ConnId,
     session: &mut Session,
 ) -> bool {
-    match core.mcast(now, guarantee, message.clone()) {
-        Err(Error::TryAgain(_)) => {
-            session.ready = Some((guarantee, message));
-            session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
-            return false;
-        }
+    match core.mcast(now, guarantee, message) {
+        Err(Error::TryAgain(_)) => return false,
         Err(error) => tracing::warn!(conn, %error, "multicast refused"),
         Ok(_) => {}
     }

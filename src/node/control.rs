@@ -60,6 +60,15 @@ pub enum ReadOutcome {
 }
 
 impl Connection {
+    /// A connection on a stream made in this process (an embedded node's local handle).
+    #[must_use]
+    pub fn local(stream: std::os::unix::net::UnixStream) -> Connection {
+        Connection {
+            stream: UnixStream::from_std(stream),
+            request: Vec::new(),
+        }
+    }
+
     /// Reads what has arrived.
     pub fn read(&mut self) -> ReadOutcome {
         let mut chunk = [0u8; 1024];

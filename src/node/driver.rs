@@ -67,7 +67,38 @@ const DATAGRAM_MAX: usize = 65_536;
 pub fn run(config: FileConfig, options: &NodeOptions) -> Result<(), String> {
     let mut driver = Driver::start(config, options)?;
     driver
-        .run()
+        .run(Stop::Signals)
+        .map_err(|error| format!("node stopped: {error}"))
+}
+
+/// What an embedded node's owner asks of its driver thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve a local client on this end of a socket pair.
+    Connect(std::os::unix::net::UnixStream),
+    /// Leave the ring and stop.
+    Stop,
+}
+
+/// How a running driver learns to stop and of local clients.
+pub enum Stop {
+    /// SIGTERM or SIGINT (a node in the foreground).
+    Signals,
+    /// Commands from the owner, each followed by a wake-up of the waker this hands back.
+    Commands {
+        /// The commands.
+        commands: std::sync::mpsc::Receiver<Command>,
+        /// Receives the waker the owner must call after sending a command.
+        waker: std::sync::mpsc::SyncSender<std::sync::Arc<mio::Waker>>,
+    },
+}
+
+/// Starts a node whose driver runs on the calling thread with `stop` (an embedded node's
+/// thread). Returns when it stops; errors at start come back before anything runs.
+pub fn run_embedded(config: FileConfig, options: &NodeOptions, stop: Stop) -> Result<(), String> {
+    let mut driver = Driver::start(config, options)?;
+    driver
+        .run(stop)
         .map_err(|error| format!("node stopped: {error}"))
 }
 
@@ -116,6 +147,19 @@ impl Driver {
             super::crypto::read_authkey(&config.crypto.authkey)
                 .map_err(|error| error.to_string())?
         };
+        // The sockets first: a second node with this id fails here, before it touches the
+        // state file of the one running.
+        let peers = config
+            .nodes
+            .iter()
+            .map(|node| (node.nodeid, node.addr))
+            .collect();
+        let mode = match (config.totem.transport, config.totem.mcastaddr) {
+            (TransportKind::Udp, Some(group)) => Mode::Multicast(group),
+            _ => Mode::Unicast,
+        };
+        let transport = Transport::bind(me, peers, mode).map_err(|error| error.to_string())?;
+        let control = ControlSocket::bind(&config.ipc.socket).map_err(|error| error.to_string())?;
         let state_file =
             StateFile::open(&config.system.state_dir, me).map_err(|error| error.to_string())?;
         let previous = state_file.load().map_err(|error| error.to_string())?;
@@ -140,18 +184,6 @@ impl Driver {
         core_config.rng_seed = state.session ^ u64::from(me.0).rotate_left(32);
         let now = clock::now();
         let core = totem::Node::new(core_config, now).map_err(|error| error.to_string())?;
-
-        let peers = config
-            .nodes
-            .iter()
-            .map(|node| (node.nodeid, node.addr))
-            .collect();
-        let mode = match (config.totem.transport, config.totem.mcastaddr) {
-            (TransportKind::Udp, Some(group)) => Mode::Multicast(group),
-            _ => Mode::Unicast,
-        };
-        let transport = Transport::bind(me, peers, mode).map_err(|error| error.to_string())?;
-        let control = ControlSocket::bind(&config.ipc.socket).map_err(|error| error.to_string())?;
 
         let process = ProcessId {
             node: me,
@@ -206,7 +238,7 @@ impl Driver {
         Ok(driver)
     }
 
-    fn run(&mut self) -> io::Result<()> {
+    fn run(&mut self, stop_source: Stop) -> io::Result<()> {
         let mut poll = Poll::new()?;
         let registry = poll.registry();
         registry.register(self.transport.unicast_socket(), UNICAST, Interest::READABLE)?;
@@ -214,8 +246,17 @@ impl Driver {
             registry.register(socket, MULTICAST, Interest::READABLE)?;
         }
         registry.register(self.control.listener(), CONTROL, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
-        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let (mut signals, commands) = match stop_source {
+            Stop::Signals => {
+                let mut signals = Signals::new([SIGTERM, SIGINT])?;
+                registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+                (Some(signals), None)
+            }
+            Stop::Commands { commands, waker } => {
+                let _ = waker.send(std::sync::Arc::new(mio::Waker::new(registry, SIGNALS)?));
+                (None, Some(commands))
+            }
+        };
         let mut events = Events::with_capacity(64);
         let mut stop = None;
         while stop.is_none() {
@@ -238,7 +279,17 @@ impl Driver {
                     UNICAST => self.receive(false)?,
                     MULTICAST => self.receive(true)?,
                     CONTROL => self.accept(&poll)?,
-                    SIGNALS => stop = signals.pending().next().or(stop),
+                    SIGNALS => {
+                        if let Some(signals) = &mut signals {
+                            stop = signals.pending().next().or(stop);
+                        }
+                        for command in commands.iter().flat_map(|c| c.try_iter()) {
+                            match command {
+                                Command::Connect(stream) => self.local_client(&poll, stream)?,
+                                Command::Stop => stop = Some(SIGTERM),
+                            }
+                        }
+                    }
                     Token(id) if id >= CLIENT_BASE => self.client_event(&poll, id),
                     Token(id) => self.serve(&poll, id),
                 }
@@ -431,6 +482,23 @@ impl Driver {
             tracing::error!(%error, "cannot write the history; no longer recording it");
             self.history = None;
         }
+    }
+
+    /// A local client of an embedded node, served like one that came through the socket.
+    fn local_client(
+        &mut self,
+        poll: &Poll,
+        stream: std::os::unix::net::UnixStream,
+    ) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        let mut connection = Connection::local(stream);
+        let id = self.next_connection;
+        self.next_connection += 1;
+        poll.registry()
+            .register(connection.stream(), Token(id), Interest::READABLE)?;
+        self.connections.insert(id, connection);
+        self.serve(poll, id);
+        Ok(())
     }
 
     fn accept(&mut self, poll: &Poll) -> io::Result<()> {

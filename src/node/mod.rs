@@ -9,6 +9,7 @@ pub mod control;
 pub mod cpg;
 pub mod crypto;
 pub mod driver;
+pub mod embedded;
 pub mod evs;
 pub mod services;
 pub mod state_file;
