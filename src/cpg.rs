@@ -597,11 +597,18 @@ impl Handle {
         if let Some(event) = self.pending.pop_front() {
             return Ok(Some(event));
         }
-        let endpoint = self.endpoint()?;
-        endpoint.clear_wakeup();
+        self.endpoint()?;
         loop {
             let Some((entry, event)) = self.read_record()? else {
-                return Ok(None);
+                // Nothing more: count as asleep, so that the node makes the descriptor
+                // readable with its next event (callers wait on it), after consuming the
+                // wake-ups that brought us here.
+                let endpoint = self.endpoint.as_mut().expect("checked");
+                endpoint.clear_wakeup();
+                if endpoint.rx.prepare_to_sleep() {
+                    return Ok(None);
+                }
+                continue;
             };
             if let Some(event) = event {
                 return Ok(Some(event));

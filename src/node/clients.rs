@@ -1,16 +1,20 @@
-//! Local clients of a node: their IPC sessions (rings, wake-ups, sockets) and the CPG service
-//! they talk to. The driver hands over new connections, wake-ups and hang-ups, and the core's
-//! CPG deliveries and configurations; this module carries requests to the service and the core,
-//! and events back into each client's event ring.
+//! Local clients of a node: their IPC sessions (rings, wake-ups, sockets) and the CPG and EVS
+//! services they talk to. The driver hands over new connections, wake-ups and hang-ups, and the
+//! core's deliveries and configurations; this module carries requests to the services and the
+//! core, and events back into each client's event ring.
 //!
-//! Nothing accepted is dropped: a multicast the core refuses (its send queue is full) stays in
-//! the client's request ring until the core has room, so the client sees TRY_AGAIN when its own
-//! ring fills — before anything is accepted. Control messages (join, leave, joinlist) the core
-//! refuses wait in a queue of their own. Events a client does not read in time wait in a bounded
-//! backlog; beyond it the client is disconnected with a logged reason (a slow client never
-//! blocks the ring or other clients).
+//! Nothing accepted is dropped: a message the core refuses (its send queue is full) is held by
+//! the node, which reads nothing more from that client until the core takes it, so the client
+//! sees TRY_AGAIN when its own ring fills — before anything more is accepted. A client's join
+//! or leave reaches the core before its next message. Control messages (join, leave, joinlist)
+//! the core refuses wait in a queue of their own. Events a client does not read in time wait in
+//! a backlog: above 16 MiB the node stops reading that client's requests (a sender that does
+//! not keep up with its own deliveries is slowed by TRY_AGAIN), and a client that releases
+//! nothing for 5 s while events wait — or has 512 MiB waiting — is disconnected with a logged
+//! reason (a slow client never blocks the ring or other clients).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -28,8 +32,15 @@ use crate::node::services::ServiceId;
 use crate::time::Instant;
 use crate::totem;
 
-/// Most bytes of events waiting for one slow client before it is disconnected.
-const BACKLOG_MAX: usize = 64 << 20;
+/// Bytes of events waiting for a client above which the node stops reading its requests: a
+/// client that sends faster than it reads (its own messages come back to it) is slowed down
+/// by `CS_ERR_TRY_AGAIN` instead of piling up events.
+const BACKLOG_THROTTLE: usize = 16 << 20;
+/// A client whose events wait while it has released nothing from its event ring for this
+/// long has stopped dispatching: it is disconnected.
+const STALLED_MAX: Duration = Duration::from_secs(5);
+/// Most bytes of events waiting for one client, however it reads: beyond, it is disconnected.
+const BACKLOG_MAX: usize = 512 << 20;
 /// Most message bytes in one part of a large message (parts pipeline between the node and
 /// the client).
 const PART_MAX: usize = 1 << 20;
@@ -70,6 +81,8 @@ struct Session {
     /// Events that did not fit in the event ring: (kind, body).
     backlog: VecDeque<(u32, Bytes)>,
     backlog_bytes: usize,
+    /// Since when events wait and the client has released nothing.
+    stalled_since: Option<Instant>,
 }
 
 /// A message arriving in parts ([`records::MCAST_FIRST`], [`records::MCAST_MORE`]).
@@ -113,6 +126,8 @@ pub struct Clients {
     scratch: BytesMut,
     request: Vec<u8>,
     counters: ClientCounters,
+    /// The time of the last call from the driver.
+    now: Instant,
 }
 
 impl Clients {
@@ -130,6 +145,7 @@ impl Clients {
             scratch: BytesMut::new(),
             request: Vec::new(),
             counters: ClientCounters::default(),
+            now: Instant::ZERO,
         }
     }
 
@@ -187,6 +203,7 @@ impl Clients {
                 assembly: None,
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
+                stalled_since: None,
             },
         );
         self.counters.connected += 1;
@@ -237,8 +254,16 @@ impl Clients {
             return;
         };
         session.endpoint.clear_wakeup();
+        self.now = now;
         self.flush_backlog(conn);
         loop {
+            if let Some(session) = self.sessions.get_mut(&conn)
+                && session.backlog_bytes > BACKLOG_THROTTLE
+            {
+                // Its requests wait until it has read its events (it wakes the node then).
+                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                break;
+            }
             if self.sessions.get(&conn).is_some_and(|s| s.ready.is_some()) {
                 // A join or leave this client asked for goes first: its messages are ordered
                 // after it (a message sent right after a join must not overtake it).
@@ -558,6 +583,7 @@ impl Clients {
 
     /// Carries the service's outputs to the core and the clients.
     fn route(&mut self, core: &mut totem::Node, now: Instant) {
+        self.now = now;
         self.flush_events();
         while let Some((guarantee, payload)) = self.control_backlog.pop_front() {
             if let Err(error) = core.mcast(now, guarantee, payload.clone()) {
@@ -645,9 +671,16 @@ impl Clients {
         let body = Bytes::from(parts.concat());
         session.backlog_bytes += body.len();
         session.backlog.push_back((kind, body));
-        if session.backlog_bytes > BACKLOG_MAX {
+        let since = *session.stalled_since.get_or_insert(self.now);
+        let stalled = self.now.saturating_duration_since(since) > STALLED_MAX;
+        if stalled || session.backlog_bytes > BACKLOG_MAX {
+            let why = format!(
+                "it stopped reading its events ({} bytes waiting, nothing read for {:.1} s)",
+                session.backlog_bytes,
+                self.now.saturating_duration_since(since).as_secs_f64()
+            );
             self.counters.disconnected_slow += 1;
-            self.drop_client(conn, "it stopped reading its events (backlog over 64 MiB)");
+            self.drop_client(conn, &why);
             return;
         }
         if session.backlog.len() == 1 {
@@ -683,6 +716,8 @@ impl Clients {
             }
             session.backlog_bytes -= body.len();
             session.backlog.pop_front();
+            // It reads: the clock of a stalled client starts again.
+            session.stalled_since = (!session.backlog.is_empty()).then_some(self.now);
         }
     }
 }
