@@ -25,7 +25,7 @@ use crate::api::Guarantee;
 use crate::error::{CsError, Error};
 use crate::ids::NodeId;
 use crate::ipc::connection::{Endpoint, Peer};
-use crate::ipc::ring::{ClaimError, Entry};
+use crate::ipc::ring::{ClaimError, Consumer, Entry};
 use crate::ipc::zcb;
 use crate::node::evs;
 use crate::node::services::ServiceId;
@@ -78,6 +78,9 @@ struct Session {
     ready: Option<(Guarantee, Bytes)>,
     /// A large message whose parts are arriving.
     assembly: Option<Assembly>,
+    /// A request read while batching small multicasts that did not belong to the batch: the
+    /// next one to serve.
+    lookahead: Option<Entry>,
     /// Events that did not fit in the event ring: (kind, body).
     backlog: VecDeque<(u32, Bytes)>,
     backlog_bytes: usize,
@@ -101,6 +104,9 @@ enum Request {
     Answer(Result<Vec<u8>, Error>),
     /// Hand this totem payload to the core.
     Message(Guarantee, Bytes),
+    /// The first of a batch of small multicasts (a totem payload in the making): the ones the
+    /// client queued right after it join it before it goes to the core.
+    Batch(Guarantee, Vec<u8>),
     /// Write this answer record (already encoded).
     Record(Vec<u8>),
     /// Nothing (a part of a message, or a message the service refused).
@@ -108,6 +114,11 @@ enum Request {
     /// The client broke the protocol: drop it.
     Bad(String),
 }
+
+/// Multicasts up to this size are batched with the ones the client queued right after them.
+const BATCH_ITEM_MAX: usize = 4096;
+/// Most bytes of one batch.
+const BATCH_MAX: usize = 64 << 10;
 
 /// Bytes a request other than a multicast may have (names are at most 128).
 const SMALL_REQUEST_MAX: usize = 1024;
@@ -201,6 +212,7 @@ impl Clients {
                 service,
                 ready: None,
                 assembly: None,
+                lookahead: None,
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
                 stalled_since: None,
@@ -284,7 +296,11 @@ impl Clients {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 return;
             };
-            let entry = match session.endpoint.rx.read_next() {
+            let next = match session.lookahead.take() {
+                Some(entry) => Ok(Some(entry)),
+                None => session.endpoint.rx.read_next(),
+            };
+            let entry = match next {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
                     if session.endpoint.rx.prepare_to_sleep() {
@@ -322,6 +338,12 @@ impl Clients {
                 Request::Record(record) => self.write(conn, ANSWER, &[&record]),
                 Request::Message(guarantee, message) => {
                     session.ready = Some((guarantee, message));
+                }
+                Request::Batch(guarantee, mut message) => {
+                    self.extend_batch(conn, guarantee, &mut message);
+                    if let Some(session) = self.sessions.get_mut(&conn) {
+                        session.ready = Some((guarantee, message.into()));
+                    }
                 }
                 Request::Nothing => {}
                 Request::Bad(why) => {
@@ -392,6 +414,9 @@ impl Clients {
                 let len = entry.len() - 1;
                 if len > self.max_message_size {
                     return Request::Bad(format!("a multicast of {len} bytes"));
+                }
+                if len <= BATCH_ITEM_MAX {
+                    return self.read_batch(conn, entry, guarantee);
                 }
                 // The library checks the handle's state first; a client that sends anyway
                 // only loses its own message.
@@ -469,6 +494,49 @@ impl Clients {
                 self.request = body;
                 request
             }
+        }
+    }
+
+    /// The first message of a batch of small multicasts (see [`Request::Batch`]).
+    fn read_batch(&mut self, conn: ConnId, first: &Entry, guarantee: Guarantee) -> Request {
+        let Ok(mut message) = self.service.mcast_batch_prefix(conn, BATCH_MAX) else {
+            return Request::Nothing;
+        };
+        let Some(session) = self.sessions.get(&conn) else {
+            return Request::Nothing;
+        };
+        batch_item(&session.endpoint.rx, first, &mut message);
+        Request::Batch(guarantee, message)
+    }
+
+    /// Adds the small multicasts with the same guarantee that the client queued after the
+    /// first of a batch, as one totem message (one pass through the core for all of them);
+    /// the first other request is kept for next.
+    fn extend_batch(&mut self, conn: ConnId, guarantee: Guarantee, message: &mut Vec<u8>) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let endpoint = &mut session.endpoint;
+        let mut wake = false;
+        let mut head = Vec::with_capacity(1);
+        // A corrupt ring shows again on the next read, which drops the client.
+        while let Ok(Some(next)) = endpoint.rx.read_next() {
+            head.clear();
+            endpoint.rx.append(&next, 0..next.len().min(1), &mut head);
+            let same = next.kind == records::MCAST
+                && records::decode_mcast(&head).is_some_and(|(g, _)| g == guarantee)
+                && next.len() - 1 <= BATCH_ITEM_MAX
+                && message.len() + 4 + next.len() <= BATCH_MAX;
+            if !same {
+                session.lookahead = Some(next);
+                break;
+            }
+            batch_item(&endpoint.rx, &next, message);
+            wake |= endpoint.rx.release_batched(next);
+            self.counters.requests += 1;
+        }
+        if wake && endpoint.rx.take_producer_wake() {
+            endpoint.wake_peer();
         }
     }
 
@@ -725,6 +793,13 @@ impl Clients {
 fn rx_payload_max(session: &Session) -> usize {
     // Both rings of a connection have the node's layout.
     session.endpoint.tx.payload_max()
+}
+
+/// Appends a small multicast request to a batch: its length (`u32`) and its bytes.
+fn batch_item(rx: &Consumer, entry: &Entry, message: &mut Vec<u8>) {
+    let len = entry.len() - 1;
+    message.extend_from_slice(&(len as u32).to_le_bytes());
+    rx.append(entry, 1..entry.len(), message);
 }
 
 /// Offers a client's message to the core; false (keeping it) when the core has no room.

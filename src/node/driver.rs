@@ -369,8 +369,10 @@ impl Driver {
         loop {
             let mut quiet = true;
             while let Some((destination, datagram)) = self.core.poll_transmit_bytes() {
-                self.sealer.seal(&datagram, &mut self.buffers.sealed);
-                self.transport.send(destination, &self.buffers.sealed);
+                if self.transport.reaches_anyone(destination) {
+                    self.sealer.seal(&datagram, &mut self.buffers.sealed);
+                    self.transport.send(destination, &self.buffers.sealed);
+                }
                 quiet = false;
             }
             while let Some(event) = self.core.poll_event() {

@@ -115,6 +115,20 @@ impl Transport {
         &self.counters
     }
 
+    /// Whether a datagram for `destination` would go anywhere (a ring of this node alone
+    /// sends nothing: the driver then neither seals nor sends).
+    #[must_use]
+    pub fn reaches_anyone(&self, destination: Destination) -> bool {
+        match (destination, &self.mode) {
+            (Destination::Node(node), _) => self
+                .peers
+                .binary_search_by_key(&node, |(id, _)| *id)
+                .is_ok(),
+            (Destination::Multicast, Mode::Multicast(_)) => true,
+            (Destination::Multicast, Mode::Unicast) => !self.others.is_empty(),
+        }
+    }
+
     /// Sends one datagram to `destination`.
     pub fn send(&mut self, destination: Destination, datagram: &[u8]) {
         match (destination, &self.mode) {

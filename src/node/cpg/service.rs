@@ -341,6 +341,21 @@ impl Service {
         }
     }
 
+    /// A batch of small multicasts (see [`super::wire::Message::McastBatch`]): the totem
+    /// payload up to its items, with room for `len` bytes of them.
+    pub fn mcast_batch_prefix(&self, conn: ConnId, len: usize) -> Result<Vec<u8>> {
+        let c = self
+            .conns
+            .get(&conn)
+            .ok_or_else(|| Error::BadHandle(format!("no connection {conn}").into()))?;
+        match (c.state, &c.group) {
+            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
+                Ok(super::wire::mcast_batch_prefix(c.pid, group, len))
+            }
+            _ => Err(Error::NotExist("this handle has not joined a group".into())),
+        }
+    }
+
     fn multicast(&mut self, guarantee: Guarantee, message: &Message) {
         self.outputs.push_back(Output::Multicast {
             guarantee,
@@ -573,6 +588,22 @@ impl Service {
                             c.state = ConnState::Unjoined;
                             c.group = None;
                         }
+                    }
+                }
+            }
+            Message::McastBatch { pid, group, items } => {
+                let receivers = self.receivers(&group);
+                for payload in super::wire::batch_items(&items).flatten() {
+                    for &conn in &receivers {
+                        self.emit(
+                            conn,
+                            ClientEvent::Deliver {
+                                group: group.clone(),
+                                nodeid: origin,
+                                pid,
+                                payload: payload.clone(),
+                            },
+                        );
                     }
                 }
             }

@@ -14,6 +14,7 @@ const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;
 const OP_MCAST: u8 = 3;
 const OP_JOINLIST: u8 = 4;
+const OP_MCAST_BATCH: u8 = 5;
 
 /// A group name: 1..=128 bytes.
 pub type Group = Bytes;
@@ -45,6 +46,16 @@ pub enum Message {
         group: Group,
         /// The message.
         payload: Bytes,
+    },
+    /// Consecutive application messages of process `pid` to `group`, sent as one totem
+    /// message (the node batches small messages a client queued back to back).
+    McastBatch {
+        /// The sending process.
+        pid: u32,
+        /// The group.
+        group: Group,
+        /// The messages: each a length (`u32`) and its bytes (checked at decode).
+        items: Bytes,
     },
     /// After a configuration change: every joined process of the sending node (the sync).
     JoinList {
@@ -84,6 +95,11 @@ impl Message {
                 group,
                 payload,
             } => return encode_mcast(*pid, group, payload),
+            Message::McastBatch { pid, group, items } => {
+                let mut out = mcast_batch_prefix(*pid, group, items.len());
+                out.extend_from_slice(items);
+                return Bytes::from(out);
+            }
             Message::JoinList { ring, entries } => {
                 out.put_u8(OP_JOINLIST);
                 out.put_u32_le(ring.rep);
@@ -130,6 +146,16 @@ impl Message {
                     payload,
                 }
             }
+            OP_MCAST_BATCH => {
+                let pid = reader.u32()?;
+                let group = reader.group()?;
+                let items = bytes.slice(reader.at..);
+                if batch_items(&items).any(|item| item.is_none()) {
+                    return None;
+                }
+                reader.at = bytes.len();
+                Message::McastBatch { pid, group, items }
+            }
             OP_JOINLIST => {
                 let ring = RingId {
                     rep: reader.u32()?,
@@ -164,6 +190,46 @@ pub fn mcast_prefix(pid: u32, group: &[u8], len: usize) -> Vec<u8> {
     out.put_u8(group.len() as u8);
     out.put_slice(group);
     out
+}
+
+/// The totem payload of a batch of multicasts up to its items: the caller appends each item
+/// as [`put_batch_item`] does.
+#[must_use]
+pub fn mcast_batch_prefix(pid: u32, group: &[u8], len: usize) -> Vec<u8> {
+    debug_assert!(!group.is_empty() && group.len() <= CPG_MAX_NAME_LENGTH);
+    let mut out = Vec::with_capacity(7 + group.len() + len);
+    out.put_u8(SERVICE);
+    out.put_u8(OP_MCAST_BATCH);
+    out.put_u32_le(pid);
+    out.put_u8(group.len() as u8);
+    out.put_slice(group);
+    out
+}
+
+/// The messages of a [`Message::McastBatch`], each sharing `items`' storage (`None` for a
+/// malformed rest).
+pub fn batch_items(items: &Bytes) -> impl Iterator<Item = Option<Bytes>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at == items.len() {
+            return None;
+        }
+        let item = items
+            .get(at..at + 4)
+            .map(|len| u32::from_le_bytes(len.try_into().expect("4")) as usize)
+            .and_then(|len| {
+                let start = at + 4;
+                let end = start.checked_add(len).filter(|&end| end <= items.len())?;
+                Some((start, end))
+            });
+        if let Some((start, end)) = item {
+            at = end;
+            Some(Some(items.slice(start..end)))
+        } else {
+            at = items.len();
+            Some(None)
+        }
+    })
 }
 
 /// The payload of [`Message::Mcast`] written straight from the application's bytes.
@@ -217,6 +283,41 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use crate::ids::NodeId;
+
+    #[test]
+    fn batches_round_trip_and_a_cut_item_is_refused() {
+        let items: [&[u8]; 3] = [b"a", b"", b"ccc"];
+        let mut payload = mcast_batch_prefix(9, b"g", 0);
+        let header = payload.len();
+        let mut boundaries = vec![payload.len()];
+        for item in items {
+            payload.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            payload.extend_from_slice(item);
+            boundaries.push(payload.len());
+        }
+        let bytes = Bytes::from(payload);
+        let Some(Message::McastBatch {
+            pid,
+            group,
+            items: raw,
+        }) = Message::decode(&bytes)
+        else {
+            panic!("a batch decodes");
+        };
+        assert_eq!((pid, &group[..]), (9, &b"g"[..]));
+        let decoded: Vec<Bytes> = batch_items(&raw).map(Option::unwrap).collect();
+        assert_eq!(decoded, items.map(Bytes::from_static));
+        let message = Message::decode(&bytes).unwrap();
+        assert_eq!(Message::decode(&message.encode()), Some(message));
+        for cut in header..bytes.len() {
+            let decoded = Message::decode(&bytes.slice(..cut));
+            assert_eq!(
+                decoded.is_some(),
+                boundaries.contains(&cut),
+                "cut at {cut}: {decoded:?}"
+            );
+        }
+    }
 
     #[test]
     fn messages_round_trip_and_garbage_is_refused() {
