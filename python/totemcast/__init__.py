@@ -2,7 +2,9 @@
 
 Processes join named groups, see agreed membership changes and multicast messages that every
 member delivers in the same total order (the Totem single-ring protocol). The API has the
-shape of Corosync's CPG (`totemcast.cpg`) and EVS (`totemcast.evs`) libraries.
+shape of Corosync's CPG (`totemcast.cpg`) and EVS (`totemcast.evs`) libraries;
+`totemcast.aio` is the asyncio front and `totemcast.testing.LocalCluster` starts a local
+cluster of nodes for tests and demos. A delivered message is a `Message`, a read-only buffer.
 
 Errors are `totemcast.Error` subclasses, one per Corosync `cs_error_t` code; `CsError` is the
 `IntEnum` of those codes with Corosync's numbers.
@@ -23,6 +25,7 @@ from totemcast._native import (
     InterruptError,
     InvalidParamError,
     LibraryError,
+    Message,
     MessageError,
     NameNotFoundError,
     NameTooLongError,
@@ -58,6 +61,7 @@ __all__ = [
     "InterruptError",
     "InvalidParamError",
     "LibraryError",
+    "Message",
     "MessageError",
     "NameNotFoundError",
     "NameTooLongError",

@@ -5,11 +5,19 @@ The error classes and enums are built at import time from the Rust tables in `sr
 """
 
 import builtins
+from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import Final, NoReturn
+from os import PathLike
+from types import TracebackType
+from typing import Any, Final, NoReturn, Self, final
+
+from typing_extensions import Buffer
+
+from totemcast.cpg import Address, RingId
 
 __all__ = [
     "CPG_MAX_NAME_LENGTH",
+    "DEFAULT_SOCKET",
     "EVS_GROUPS_PER_CALL_MAX",
     "EVS_GROUP_KEY_LENGTH",
     "MAX_ATOMIC_MSGSIZE",
@@ -19,6 +27,7 @@ __all__ = [
     "BadOperationError",
     "BusyError",
     "ContextNotFoundError",
+    "CpgHandle",
     "CsError",
     "DispatchFlags",
     "Error",
@@ -31,6 +40,7 @@ __all__ = [
     "InvalidParamError",
     "IterationType",
     "LibraryError",
+    "Message",
     "MessageError",
     "NameNotFoundError",
     "NameTooLongError",
@@ -53,6 +63,7 @@ __all__ = [
     "_raise_error",
     "cli_main",
     "error_table",
+    "write_authkey",
 ]
 
 __version__: Final[str]
@@ -61,6 +72,8 @@ CPG_MAX_NAME_LENGTH: Final[int]
 EVS_GROUP_KEY_LENGTH: Final[int]
 EVS_GROUPS_PER_CALL_MAX: Final[int]
 MAX_ATOMIC_MSGSIZE: Final[int]
+#: Where a client looks for its node when neither `socket=` nor `$TOTEMCAST_SOCKET` says.
+DEFAULT_SOCKET: Final[str]
 
 class CsError(IntEnum):
     """Corosync's `cs_error_t` codes with their numbers; names drop the `CS_` prefix."""
@@ -237,6 +250,253 @@ def error_table() -> list[tuple[int, str, str, str, str]]:
 def _raise_error(code: int, detail: str) -> NoReturn:
     """Raises the Rust error of `code` with `detail` (a testing aid for the error mapping)."""
 
+def write_authkey(path: str | PathLike[str]) -> None:
+    """Writes a new random authkey file at `path` (mode 0400), like `totemcast keygen -o path`
+    but silently; `ExistError` if the file exists."""
+
 def cli_main(args: list[str]) -> int:
     """Runs the Rust command `args[0]` (`node`, `status`, `cpgtool` or `keygen`) with its
     arguments and returns the exit status; the GIL is released while it runs."""
+
+@final
+class Message:
+    """A delivered message: a read-only buffer over the payload.
+
+    `bytes(msg)` copies it out; `memoryview(msg)`, `numpy.frombuffer(msg, ...)` and
+    `struct.unpack_from(fmt, msg)` read it in place. The payload belongs to the message object,
+    so views of it stay valid as long as they live. A message compares equal to any buffer with
+    the same bytes (`msg == b"hello"`) and hashes like `bytes`.
+    """
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """`bytes(self).decode(encoding, errors)`."""
+
+@final
+class CpgHandle:
+    """A connection to the local node's CPG service: `totemcast.cpg.Handle`.
+
+    Corosync's `cpg_*` calls as methods. A handle is in at most one group at a time; one
+    process is in a given group at most once. Every member of a group delivers the group's
+    messages and membership changes (confchgs) in the same total order, its own included.
+
+    Callbacks run inside `dispatch`, in delivery order:
+
+    * `deliver(handle, group, nodeid, pid, msg)`: a message from process `pid` on node
+      `nodeid`; `msg` is a read-only `Message` buffer (copy it with `bytes(msg)` to keep it
+      beyond the call if you like; it stays valid either way).
+    * `confchg(handle, group, members, left, joined)`: the members after the change, sorted
+      by (nodeid, pid), and who left or joined, as lists of `cpg.Address` with a `Reason`.
+      A joiner first sees its own join; a leaver sees its own leave.
+    * `totem_confchg(handle, ring_id, nodeids)`: a new totem ring (`cpg.RingId`) and its
+      node ids, after the confchgs it caused.
+
+    `group` is given back as `str` if the handle joined it with a `str`, else as `bytes`.
+
+    The node is found through `socket=`, else `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`.
+    Every wait (for the node's answer, for events, for room to send) releases the GIL and
+    is interrupted by Ctrl-C. A handle may be used from several threads; a `dispatch` that
+    waits does not block other calls.
+
+    A handle is a context manager: leaving the block finalizes it.
+
+    Args:
+        deliver: called for each message, or None.
+        confchg: called for each membership change of the group, or None.
+        totem_confchg: called for each new totem ring, or None.
+        initial_totem_conf: deliver one totem confchg after the first confchg
+            (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`; not available yet:
+            `NotSupportedError`).
+        context: any object, returned by `context_get()`.
+        node: an embedded `totemcast.Node` to talk to instead of a socket (not available
+            yet: `NotSupportedError`).
+        socket: the node's socket path.
+
+    Raises:
+        LibraryError: no node listens on the socket.
+        AccessError: the node does not allow this user.
+        VersionError: the node speaks another IPC version.
+        TypeError: a callback is not callable.
+    """
+
+    def __new__(
+        cls,
+        deliver: Callable[[CpgHandle, str | bytes, int, int, Message], object] | None = None,
+        confchg: Callable[
+            [CpgHandle, str | bytes, list[Address], list[Address], list[Address]], object
+        ]
+        | None = None,
+        totem_confchg: Callable[[CpgHandle, RingId, list[int]], object] | None = None,
+        *,
+        initial_totem_conf: bool = False,
+        context: Any = None,
+        node: Any = None,
+        socket: str | PathLike[str] | None = None,
+    ) -> Self: ...
+    def join(self, group: str | bytes) -> None:
+        """`cpg_join`: joins `group` (1 to 128 bytes; a `str` is UTF-8 encoded).
+
+        Returns once the node accepted the join; the join is complete when this handle's own
+        confchg arrives. Messages may be sent at once. While this handle's previous leave is
+        still on its way the call waits for it (as libcpg retries on BUSY).
+
+        Raises:
+            InvalidParamError: an empty name.
+            NameTooLongError: a name longer than 128 bytes.
+            ExistError: this handle is in a group already, or another handle of this process
+                is in `group`.
+            TryAgainError: the node cannot take the request now.
+            BadHandleError: the handle is finalized.
+            LibraryError: the connection to the node is lost.
+        """
+
+    def leave(self, group: str | bytes) -> None:
+        """`cpg_leave`: leaves `group`.
+
+        The handle receives the confchg of its own leave and may then join again (unlike
+        Corosync 3, where a left handle keeps receiving). While this handle's join is still on
+        its way the call waits for it.
+
+        Raises:
+            NotExistError: this handle is not in `group`.
+            InvalidParamError: an empty name.
+            NameTooLongError: a name longer than 128 bytes.
+            BadHandleError: the handle is finalized.
+        """
+
+    def mcast_joined(self, guarantee: int, *buffers: Buffer) -> None:
+        """`cpg_mcast_joined`: multicasts the concatenation of `buffers` to the joined group.
+
+        `buffers` is an iovec: any objects with the buffer protocol (`bytes`, `bytearray`,
+        `memoryview`, `array.array`, numpy arrays, `Message`), copied once into the node's
+        request ring. The call never waits. Zero buffers send an empty message.
+
+        Raises:
+            TryAgainError: the request ring is full and nothing was sent; the handle's
+                descriptor (`fd_get()`) becomes readable when the node has made room.
+            NotExistError: the handle has not joined a group.
+            TooBigError: the message is longer than `max_atomic_msgsize_get()`.
+            InvalidParamError: `guarantee` is not a `Guarantee`.
+            TypeError: a buffer is not a bytes-like object (`str` must be encoded).
+            BufferError: a buffer with non-byte items that is not C-contiguous.
+            BadHandleError: the handle is finalized.
+        """
+
+    def mcast_many(
+        self, guarantee: int, messages: Iterable[Buffer], *, timeout: float | None = None
+    ) -> int:
+        """Multicasts each buffer of `messages` as one message, in order; returns how many
+        were sent.
+
+        The batch path: every message is copied once into the request ring and the node is
+        woken once per batch, not once per message. When the ring is full the call waits for
+        the node to make room (GIL released, Ctrl-C honoured, woken by the node rather than by
+        polling): with `timeout=None` (the default) until every message is sent; otherwise for
+        at most `timeout` seconds in all, then it returns the count sent so far (`timeout=0`
+        never waits). Messages from `count` on were not sent: pass a sequence if you want to
+        send the rest later.
+
+        Raises:
+            NotExistError: the handle has not joined a group.
+            TooBigError: a message is longer than `max_atomic_msgsize_get()`; the messages
+                before it were sent (the exception's note says how many).
+            InvalidParamError: `guarantee` is not a `Guarantee`.
+            TypeError: an item is not a bytes-like object.
+            BadHandleError: the handle is (or was meanwhile) finalized.
+        """
+
+    def dispatch(self, flags: int = 2) -> int:
+        """`cpg_dispatch`: runs the callbacks of waiting events, in order; returns how many
+        events were handled.
+
+        * `DispatchFlags.ALL` (the default): every event waiting now; never waits.
+        * `DispatchFlags.ONE`: waits for one event and handles it.
+        * `DispatchFlags.ONE_NONBLOCKING`: one event, or `TryAgainError` if none waits.
+        * `DispatchFlags.BLOCKING`: handles events until the handle is finalized (by a
+          callback or another thread), then returns.
+
+        Events are read in batches with the GIL released; waits release the GIL and Ctrl-C
+        raises `KeyboardInterrupt`. If a callback raises, dispatch stops at that event and
+        the exception propagates; the events after it stay queued, in order, for the next
+        dispatch (and the descriptor stays readable). If the handle is finalized during the
+        dispatch, it returns after the current callback.
+
+        Raises:
+            TryAgainError: `ONE_NONBLOCKING` and no event waits.
+            InvalidParamError: unknown flags.
+            BadHandleError: the handle is finalized.
+            LibraryError: the node closed the connection.
+        """
+
+    def fd_get(self) -> int:
+        """`cpg_fd_get`: a descriptor that is readable while events wait (for `select`,
+        `selectors`, `loop.add_reader`); then call `dispatch`. It also becomes readable when
+        the node made room after a `TryAgainError`. It is level-triggered: `dispatch(ALL)`
+        clears it when nothing is left.
+
+        Raises:
+            BadHandleError: the handle is finalized.
+        """
+
+    def fileno(self) -> int:
+        """The same as `fd_get()`, so a handle can be passed to `select`."""
+
+    def membership_get(self, group: str | bytes) -> list[Address]:
+        """`cpg_membership_get`: the current members of any group known to the node (the
+        handle need not be in it), sorted by (nodeid, pid), with reason `UNDEFINED`.
+
+        Raises:
+            InvalidParamError: an empty name.
+            NameTooLongError: a name longer than 128 bytes.
+            BadHandleError: the handle is finalized.
+        """
+
+    def local_get(self) -> int:
+        """`cpg_local_get`: the local node's id."""
+
+    def max_atomic_msgsize_get(self) -> int:
+        """`cpg_max_atomic_msgsize_get`: the largest message this handle can send, in bytes."""
+
+    def context_get(self) -> Any:
+        """`cpg_context_get`: the object given as `context=` or to `context_set` (or None)."""
+
+    def context_set(self, context: Any) -> None:
+        """`cpg_context_set`: remembers `context` for `context_get()`."""
+
+    def iteration(self, type: int, group: str | bytes | None = None) -> NoReturn:  # noqa: A002
+        """`cpg_iteration_*`: groups and members known to the node (not available yet:
+        raises `NotSupportedError`)."""
+
+    def flow_control_state_get(self) -> NoReturn:
+        """`cpg_flow_control_state_get` (not available yet: raises `NotSupportedError`)."""
+
+    def zcb_alloc(self, size: int) -> NoReturn:
+        """`cpg_zcb_alloc`: a send buffer in shared memory (not available yet: raises
+        `NotSupportedError`)."""
+
+    def zcb_free(self, buf: Any) -> NoReturn:
+        """`cpg_zcb_free` (not available yet: raises `NotSupportedError`)."""
+
+    def zcb_mcast_joined(self, guarantee: int, buf: Any, length: int) -> NoReturn:
+        """`cpg_zcb_mcast_joined` (not available yet: raises `NotSupportedError`)."""
+
+    def finalize(self) -> None:
+        """`cpg_finalize`: closes the connection. The node sees the process leave its group
+        (reason `PROCDOWN`) unless it left first. No callbacks run afterwards, a `dispatch`
+        waiting in another thread returns, and every later call raises `BadHandleError` -
+        a second `finalize` too, as in Corosync.
+        """
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool:
+        """Finalizes the handle unless it is finalized already."""

@@ -4,6 +4,9 @@
 //! ([`crate::error::ERROR_TABLE`], [`crate::api::PYTHON_ENUMS`]), so Python and Rust share one
 //! source of truth.
 
+mod buffer;
+mod client;
+mod cpg;
 mod errors;
 
 use pyo3::prelude::*;
@@ -32,6 +35,18 @@ fn cli_main(py: Python<'_>, args: Vec<String>) -> i32 {
     py.detach(|| crate::cli::main(args.into_iter().map(Into::into).collect()))
 }
 
+/// Writes a new random authkey file at `path` (mode 0400), as `totemcast keygen -o path` does
+/// but silently. `ExistError` if the file exists.
+#[pyfunction]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "PyO3 hands arguments over by value"
+)]
+fn write_authkey(py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    py.detach(|| crate::node::crypto::write_new_authkey(&path))
+        .map_err(PyErr::from)
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -48,5 +63,10 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     errors::register(module)?;
     module.add_function(wrap_pyfunction!(cli_main, module)?)?;
+    module.add_function(wrap_pyfunction!(write_authkey, module)?)?;
+    module.add("DEFAULT_SOCKET", crate::node::config_file::DEFAULT_SOCKET)?;
+    module.add("Message", py.get_type::<buffer::PyMessage>())?;
+    // `CpgHandle` here, `totemcast.cpg.Handle` for users (`evs.Handle` is another class).
+    module.add("CpgHandle", py.get_type::<cpg::PyCpgHandle>())?;
     Ok(())
 }
