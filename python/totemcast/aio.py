@@ -25,13 +25,17 @@ node wakes the descriptor when it has made room; a timer doubling from 1 ms to 1
 that up). Everything is cancellation-safe: a cancelled `send` sent nothing, and a cancelled
 `__anext__` loses no event.
 
-`join`, `leave` and the queries wait for the local node's answer on the loop's thread (a local
-round trip). A handle belongs to the event loop that first uses it.
+`await join(group)` returns once the join is complete: this handle's own join confchg has been
+delivered (it is still yielded by the iteration, in its place). `await leave(group)` likewise
+returns once the leave's confchg has been delivered. The requests themselves wait for the local
+node's answer on the loop's thread (a local round trip). A handle belongs to the event loop that
+first uses it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +44,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from totemcast._native import BadHandleError, TryAgainError
-from totemcast.cpg import Address, DispatchFlags, Guarantee, Message, RingId
+from totemcast.cpg import Address, DispatchFlags, Guarantee, Message, Reason, RingId
 from totemcast.cpg import Handle as CpgHandle
 
 __all__ = ["ConfChg", "Deliver", "Event", "Handle", "TotemConfChg"]
@@ -81,6 +85,10 @@ class TotemConfChg:
 
 #: What iterating a `Handle` yields.
 Event = Deliver | ConfChg | TotemConfChg
+
+
+def _group_key(group: str | bytes) -> bytes:
+    return group.encode() if isinstance(group, str) else bytes(group)
 
 
 class _Pause(Exception):
@@ -125,6 +133,10 @@ class Handle:
             socket=socket,
         )
         self._fd = self.native.fd_get()
+        #: This process as a member: (local node id, pid).
+        self._me = (self.native.local_get(), os.getpid())
+        #: Joins and leaves waiting for their own confchg: (reason, group bytes, future).
+        self._membership_waiters: list[tuple[Reason, bytes, asyncio.Future[None]]] = []
         self._max_queued = max_queued
         self._events: deque[Event] = deque()
         self._waiters: list[asyncio.Future[None]] = []
@@ -138,8 +150,18 @@ class Handle:
 
     def _push(self, event: Event) -> None:
         self._events.append(event)
-        if len(self._events) >= self._max_queued:
+        if isinstance(event, ConfChg) and self._membership_waiters:
+            self._complete_membership(event)
+        if len(self._events) >= self._max_queued and not self._membership_waiters:
             raise _Pause
+
+    def _complete_membership(self, event: ConfChg) -> None:
+        """Resolves the join or leave waiting for this confchg, if it is its own."""
+        group = _group_key(event.group)
+        changed = [(a.nodeid, a.pid, a.reason) for a in (*event.joined, *event.left)]
+        for reason, key, waiter in self._membership_waiters:
+            if key == group and (*self._me, reason) in changed and not waiter.done():
+                waiter.set_result(None)
 
     def _on_deliver(
         self, _handle: CpgHandle, group: str | bytes, nodeid: int, pid: int, msg: Message
@@ -192,6 +214,13 @@ class Handle:
             self._stop_reading()
         self._wake_all()
 
+    def _resume(self) -> None:
+        """Reads again after a pause (the queue drained, or a join waits for its confchg)."""
+        if self._paused:
+            self._paused = False
+            self._start_reading()
+            self._on_readable()
+
     def _wake_all(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -229,9 +258,7 @@ class Handle:
             if self._error is not None:
                 raise self._error
             if self._paused:
-                self._paused = False
-                self._start_reading()
-                self._on_readable()
+                self._resume()
                 continue
             await self._readable()
         event = self._events.popleft()
@@ -250,12 +277,43 @@ class Handle:
     # Requests --------------------------------------------------------------------------------
 
     async def join(self, group: str | bytes) -> None:
-        """`cpg.Handle.join`, retried while the node says `TryAgainError`."""
-        await self._retry(self.native.join, group)
+        """Joins `group` and returns once the join is complete (its confchg delivered).
+
+        `cpg.Handle.join`, retried while the node says `TryAgainError`. If cancelled after the
+        node accepted the join, the handle still joins.
+
+        Raises:
+            ExistError: this handle is in a group already (or this process is in `group`).
+            InvalidParamError: an empty name.
+            NameTooLongError: a name longer than 128 bytes.
+        """
+        await self._membership_change(Reason.JOIN, self.native.join, group)
 
     async def leave(self, group: str | bytes) -> None:
-        """`cpg.Handle.leave`, retried while the node says `TryAgainError`."""
-        await self._retry(self.native.leave, group)
+        """Leaves `group` and returns once the leave is complete (its confchg delivered).
+
+        `cpg.Handle.leave`, retried while the node says `TryAgainError`.
+
+        Raises:
+            NotExistError: this handle is not in `group`.
+        """
+        await self._membership_change(Reason.LEAVE, self.native.leave, group)
+
+    async def _membership_change(self, reason: Reason, call: Any, group: str | bytes) -> None:
+        self._start_reading()
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        entry = (reason, _group_key(group), waiter)
+        self._membership_waiters.append(entry)
+        try:
+            await self._retry(call, group)
+            while not waiter.done():
+                if self._closed or self._error is not None:
+                    raise self._error or BadHandleError("the handle is closed")
+                self._resume()
+                await self._readable()
+        finally:
+            self._membership_waiters.remove(entry)
 
     async def _retry(self, call: Any, *args: Any) -> None:
         delay = _RETRY_FIRST
