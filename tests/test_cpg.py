@@ -19,6 +19,7 @@ import totemcast
 from conftest import WITHIN, Recorder, dispatch_until
 from totemcast import cpg
 from totemcast.cpg import DispatchFlags, Guarantee, Reason
+from totemcast.testing import LocalCluster
 
 AGREED = Guarantee.AGREED
 
@@ -602,3 +603,51 @@ def test_a_handle_and_its_callbacks_are_collected(socket: Path) -> None:
     del owner
     gc.collect()
     assert probe() is None
+
+
+def interrupted_after(seconds: float, call: Callable[[], object]) -> None:
+    """Runs `call`, which must wait; SIGALRM after `seconds` raises KeyboardInterrupt in it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_waits_on_a_stopped_node_honour_timeouts_and_ctrl_c() -> None:
+    with LocalCluster(1, name="pytest-paused") as cluster:
+        sender_events, joiner_events = Recorder(), Recorder()
+        sender = sender_events.handle(cluster.socket(0))
+        joiner = joiner_events.handle(cluster.socket(0))
+        joined(sender, sender_events, "s")
+        limit = sender.max_atomic_msgsize_get()
+        cluster.pause(0)
+        try:
+            filled = sender.mcast_many(AGREED, [bytes(limit // 4)] * 64, timeout=0)
+            while sent := sender.mcast_many(AGREED, [b"f"] * 1000, timeout=0):
+                filled += sent
+            started = time.monotonic()
+            assert sender.mcast_many(AGREED, [b"x"], timeout=0.2) == 0
+            assert time.monotonic() - started >= 0.2
+            interrupted_after(0.2, lambda: sender.mcast_many(AGREED, [b"y"]))
+            # A join waiting for the node's answer is interrupted; its answer is applied later.
+            interrupted_after(0.2, lambda: joiner.join("j"))
+        finally:
+            cluster.resume(0)
+        assert sender.mcast_many(AGREED, [b"z"]) == 1  # waits for room, then sends
+        dispatch_until([(joiner, joiner_events)], lambda: len(joiner_events.events) == 1)
+        assert joiner_events.events[0][4] == [(1, os.getpid(), Reason.JOIN)]
+        joiner.mcast_joined(AGREED, b"joined after all")
+        dispatch_until([(joiner, joiner_events)], lambda: len(joiner_events.events) == 2)
+        dispatch_until([(sender, sender_events)], lambda: len(sender_events.deliveries()) > filled)
+        assert sender_events.deliveries()[-1] == b"z"
+        assert len(sender_events.deliveries()) == filled + 1
+        sender.finalize()
+        joiner.finalize()

@@ -41,6 +41,16 @@ pub(crate) use crate::node::cpg::ClientEvent as Event;
 /// Room the node needs beyond a message in the rings (its CPG header); as `crate::cpg::Handle`.
 const HEADER_ROOM: usize = 256;
 
+/// Most event bytes released between unconditional wake-ups of the node.
+///
+/// The node does not reliably mark itself as waiting for room when it backlogs an event
+/// (`node/clients.rs` asks `prepare_to_wait(0)`, which finds room for an empty record and clears
+/// the mark), so a client that woke it only on the mark could strand the backlog. A backlog forms
+/// only when the event ring (capacity C) holds more than C - R bytes for a record of R <= C/2;
+/// waking the node every T <= C/4 bytes released means some wake-up comes when at least C - T >= R
+/// is free, so the node's flush goes through. At one wake-up per MiB read the cost is nil.
+const WAKE_EVERY_BYTES_MAX: usize = 1 << 20;
+
 /// A request sent and not answered yet.
 #[derive(Debug)]
 struct InFlight {
@@ -69,6 +79,10 @@ pub(crate) struct Client {
     in_flight: VecDeque<InFlight>,
     /// Events read while looking for an answer, or handed back by the dispatcher, in order.
     pub(crate) pending: VecDeque<Event>,
+    /// Event bytes released since the node was last woken for room.
+    released: usize,
+    /// Wake the node each time this many event bytes were released.
+    wake_every: usize,
 }
 
 /// What came back for a request.
@@ -84,7 +98,11 @@ impl Client {
             group: None,
             in_flight: VecDeque::new(),
             pending: VecDeque::new(),
+            released: 0,
+            wake_every: 0,
         };
+        // The event ring is not measured on this side; the node gives both rings one size.
+        client.wake_every = (client.endpoint.tx.capacity() / 4).clamp(1, WAKE_EVERY_BYTES_MAX);
         client.settle();
         Ok(client)
     }
@@ -168,9 +186,9 @@ impl Client {
                 }
                 None
             };
-            if self.endpoint.rx.release(entry) {
-                self.endpoint.wake_peer();
-            }
+            self.released += entry.len();
+            let wake = self.endpoint.rx.release(entry);
+            self.wake_for_room(wake);
             if let Some(answer) = answer {
                 let request = self
                     .in_flight
@@ -230,12 +248,21 @@ impl Client {
             } else if let Some(event) = records::decode_event(entry.kind, body) {
                 out.push_back(event);
             }
+            self.released += entry.len();
             wake |= self.endpoint.rx.release_batched(entry);
         }
-        if wake && self.endpoint.rx.take_producer_wake() {
+        let wake = wake && self.endpoint.rx.take_producer_wake();
+        self.wake_for_room(wake);
+        Ok(())
+    }
+
+    /// Wakes the node after releases: when it asked for it (`asked`), and once per
+    /// `wake_every` bytes released in any case (see [`WAKE_EVERY_BYTES_MAX`]).
+    fn wake_for_room(&mut self, asked: bool) {
+        if asked || self.released >= self.wake_every {
+            self.released = 0;
             self.endpoint.wake_peer();
         }
-        Ok(())
     }
 
     /// Marks the client as asleep on its event ring, so the node writes the wake-up eventfd
