@@ -127,12 +127,12 @@ def test_send_waits_while_the_node_is_paused_and_completes_after() -> None:
         async def main() -> None:
             async with aio.Handle(socket=cluster.socket(0)) as handle:
                 await handle.join("g")
-                limit = handle.max_atomic_msgsize_get()
                 cluster.pause(0)
                 try:
-                    # Fill the request ring until the node would have to make room.
+                    # Fill the request ring until the node would have to make room (with
+                    # messages of one record each: larger ones wait between their parts).
                     agreed = cpg.Guarantee.AGREED
-                    filled = handle.native.mcast_many(agreed, [bytes(limit // 4)] * 64, timeout=0)
+                    filled = handle.native.mcast_many(agreed, [bytes(1 << 19)] * 64, timeout=0)
                     assert filled < 64
                     while sent := handle.native.mcast_many(agreed, [b"f"] * 1000, timeout=0):
                         filled += sent

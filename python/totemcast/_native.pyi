@@ -13,7 +13,7 @@ from typing import Any, Final, NoReturn, Self, final
 
 from typing_extensions import Buffer
 
-from totemcast.cpg import Address, RingId
+from totemcast.cpg import Address, IterationDescription, RingId
 
 __all__ = [
     "CPG_MAX_NAME_LENGTH",
@@ -59,6 +59,7 @@ __all__ = [
     "TooManyGroupsError",
     "TryAgainError",
     "VersionError",
+    "ZcbBuffer",
     "__version__",
     "_raise_error",
     "cli_main",
@@ -277,6 +278,20 @@ class Message:
         """`bytes(self).decode(encoding, errors)`."""
 
 @final
+class ZcbBuffer:
+    """A send buffer in the handle's shared memory, from `Handle.zcb_alloc` (`cpg_zcb_*`).
+
+    Write the message in place through the buffer protocol (`memoryview(buf)[:n] = data`,
+    `numpy.frombuffer(buf, ...)`), release the views, then `Handle.zcb_mcast_joined(g, buf, n)`
+    sends the first `n` bytes without the library copying them. The buffer can be sent again;
+    a new view waits until the node has read the last send. `Handle.zcb_free(buf)` (or dropping
+    the object) frees it.
+    """
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+
+@final
 class CpgHandle:
     """A connection to the local node's CPG service: `totemcast.cpg.Handle`.
 
@@ -295,6 +310,10 @@ class CpgHandle:
     * `totem_confchg(handle, ring_id, nodeids)`: a new totem ring (`cpg.RingId`) and its
       node ids, after the confchgs it caused.
 
+    A `Message` is a view of the node's shared event ring: it holds its ring space until the
+    message and every view of it are gone. Keep `bytes(msg)` rather than the message if you
+    hold on to it: a client whose ring stays full is disconnected by the node.
+
     `group` is given back as `str` if the handle joined it with a `str`, else as `bytes`.
 
     The node is found through `socket=`, else `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`.
@@ -308,9 +327,8 @@ class CpgHandle:
         deliver: called for each message, or None.
         confchg: called for each membership change of the group, or None.
         totem_confchg: called for each new totem ring, or None.
-        initial_totem_conf: deliver one totem confchg after the first confchg
-            (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`; not available yet:
-            `NotSupportedError`).
+        initial_totem_conf: deliver the current totem configuration at once, as the first
+            event (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
         context: any object, returned by `context_get()`.
         node: an embedded `totemcast.Node` to talk to instead of a socket (not available
             yet: `NotSupportedError`).
@@ -373,7 +391,10 @@ class CpgHandle:
 
         `buffers` is an iovec: any objects with the buffer protocol (`bytes`, `bytearray`,
         `memoryview`, `array.array`, numpy arrays, `Message`), copied once into the node's
-        request ring. The call never waits. Zero buffers send an empty message.
+        request ring. The call never waits for room. Zero buffers send an empty message. A
+        message larger than 1 MiB is copied out of the buffers first and then sent with the GIL
+        released (it goes to the node in parts; once its first part is accepted the call waits
+        for room for the rest, and it is delivered whole or not at all).
 
         Raises:
             TryAgainError: the request ring is full and nothing was sent; the handle's
@@ -392,13 +413,14 @@ class CpgHandle:
         """Multicasts each buffer of `messages` as one message, in order; returns how many
         were sent.
 
-        The batch path: every message is copied once into the request ring and the node is
-        woken once per batch, not once per message. When the ring is full the call waits for
-        the node to make room (GIL released, Ctrl-C honoured, woken by the node rather than by
-        polling): with `timeout=None` (the default) until every message is sent; otherwise for
-        at most `timeout` seconds in all, then it returns the count sent so far (`timeout=0`
-        never waits). Messages from `count` on were not sent: pass a sequence if you want to
-        send the rest later.
+        The batch path: messages are handed to the node's ring in chunks, each copied once,
+        and the node is woken once per chunk, not once per message. When the ring is full the
+        call waits for the node to make room (GIL released, Ctrl-C honoured, woken by the node
+        rather than by polling): with `timeout=None` (the default) until every message is
+        sent; otherwise for at most `timeout` seconds in all, then it returns the count sent so
+        far (`timeout=0` never waits). Messages from `count` on were not sent: pass a sequence
+        if you want to send the rest later. A message over 1 MiB goes in parts and, once its
+        first part is accepted, waits for room for the rest without a timeout.
 
         Raises:
             NotExistError: the handle has not joined a group.
@@ -467,22 +489,57 @@ class CpgHandle:
     def context_set(self, context: Any) -> None:
         """`cpg_context_set`: remembers `context` for `context_get()`."""
 
-    def iteration(self, type: int, group: str | bytes | None = None) -> NoReturn:  # noqa: A002
-        """`cpg_iteration_*`: groups and members known to the node (not available yet:
-        raises `NotSupportedError`)."""
+    def iteration(
+        self,
+        type: int,  # noqa: A002 -- the name ARCHITECTURE.md fixes
+        group: str | bytes | None = None,
+    ) -> list[IterationDescription]:
+        """`cpg_iteration_*`: a snapshot of the groups and members the node knows.
 
-    def flow_control_state_get(self) -> NoReturn:
-        """`cpg_flow_control_state_get` (not available yet: raises `NotSupportedError`)."""
+        `IterationType.NAME_ONLY`: every group once (nodeid and pid 0); `ONE_GROUP`: the
+        members of `group`; `ALL`: every member of every group. Sorted by group, then
+        (nodeid, pid); group names are `bytes` (they are binary).
 
-    def zcb_alloc(self, size: int) -> NoReturn:
-        """`cpg_zcb_alloc`: a send buffer in shared memory (not available yet: raises
-        `NotSupportedError`)."""
+        Raises:
+            InvalidParamError: an unknown type, or `ONE_GROUP` without a group.
+            NameTooLongError: a name longer than 128 bytes.
+            BadHandleError: the handle is finalized.
+        """
 
-    def zcb_free(self, buf: Any) -> NoReturn:
-        """`cpg_zcb_free` (not available yet: raises `NotSupportedError`)."""
+    def flow_control_state_get(self) -> FlowControlState:
+        """`cpg_flow_control_state_get`: `ENABLED` while the node holds this handle's messages
+        for lack of room, or its request ring is over three quarters full (sends may raise
+        `TryAgainError` then), else `DISABLED`. Unlike Corosync's, it is real."""
 
-    def zcb_mcast_joined(self, guarantee: int, buf: Any, length: int) -> NoReturn:
-        """`cpg_zcb_mcast_joined` (not available yet: raises `NotSupportedError`)."""
+    def zcb_alloc(self, size: int) -> ZcbBuffer:
+        """`cpg_zcb_alloc`: a writable buffer of `size` bytes in shared memory.
+
+        Raises:
+            TooBigError: beyond `max_atomic_msgsize_get()`.
+            NoMemoryError: beyond the shared arena.
+            TryAgainError: the arena is taken by other buffers (or sends not read yet).
+        """
+
+    def zcb_free(self, buf: ZcbBuffer) -> None:
+        """`cpg_zcb_free`: frees `buf` (its memoryviews must be released first).
+
+        Raises:
+            BufferError: views of the buffer are alive.
+            InvalidParamError: it was freed already.
+            TypeError: `buf` is not a `ZcbBuffer`.
+        """
+
+    def zcb_mcast_joined(self, guarantee: int, buf: ZcbBuffer, length: int) -> None:
+        """`cpg_zcb_mcast_joined`: multicasts the first `length` bytes of `buf` without the
+        library copying them (the node reads them from shared memory).
+
+        Raises:
+            BufferError: views of the buffer are alive (release them first).
+            InvalidParamError: `length` beyond the buffer, a buffer of another handle, or a
+                freed one.
+            TryAgainError: the request ring is full.
+            NotExistError: the handle has not joined a group.
+        """
 
     def finalize(self) -> None:
         """`cpg_finalize`: closes the connection. The node sees the process leave its group

@@ -33,6 +33,7 @@ from totemcast._native import (
     IterationType,
     Message,
     Reason,
+    ZcbBuffer,
 )
 from totemcast._native import CpgHandle as Handle
 
@@ -49,11 +50,13 @@ __all__ = [
     "FlowControlState",
     "Guarantee",
     "Handle",
+    "IterationDescription",
     "IterationType",
     "Message",
     "Reason",
     "RingId",
     "TotemConfchgFn",
+    "ZcbBuffer",
     "initialize",
     "model_initialize",
 ]
@@ -77,6 +80,17 @@ class RingId(NamedTuple):
 
     nodeid: int
     seq: int
+
+
+class IterationDescription(NamedTuple):
+    """An entry of `Handle.iteration` (`cpg_iteration_description_t`).
+
+    `group` is the binary group name; `nodeid` and `pid` are 0 for `IterationType.NAME_ONLY`.
+    """
+
+    group: bytes
+    nodeid: int
+    pid: int
 
 
 #: `deliver(handle, group, nodeid, pid, msg)`: a message (`msg` is a read-only buffer).

@@ -17,7 +17,8 @@ Nodes are numbered by index from 0; node `i` has node id `i + 1`. Each node gets
 loopback UDP port, its own socket and state directory in a temporary directory, and one shared
 authkey; the configuration is written as `tests/node_harness` does for the Rust tests. The
 directory is removed on exit unless `keep=True` or the block raised (its path is then noted
-on the exception, with the nodes' logs inside).
+on the exception, with the nodes' logs inside). The node processes die with the process (on
+Linux, the thread) that started them, even if it is killed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ from totemcast import _native
 from totemcast.cpg import RingId
 
 __all__ = ["ClusterError", "LocalCluster", "free_udp_port", "node_status"]
+
+#: Runs `totemcast node ARGS` in a process that dies with the one that started it (Linux
+#: `PR_SET_PDEATHSIG`), so a test runner killed mid-run leaves no nodes behind.
+_NODE_MAIN = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the process that started this node is gone')\n"
+    "from totemcast.__main__ import main\n"
+    "sys.exit(main(['node', *sys.argv[2:]]))\n"
+)
 
 #: Timers short enough for tests and long enough for a loaded two-core machine (ms).
 DEFAULT_TOKEN_MS = 600
@@ -194,9 +206,9 @@ class LocalCluster:
             self._processes[index] = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "totemcast",
-                    "node",
+                    "-c",
+                    _NODE_MAIN,
+                    str(os.getpid()),
                     "--config",
                     str(self.config(index)),
                     "--nodeid",

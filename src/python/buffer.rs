@@ -1,27 +1,36 @@
 //! Buffers at the Python edge: [`PyMessage`], the read-only delivery that Python reads through
-//! the buffer protocol without a copy, and [`InputBuffer`], any buffer-protocol object handed to
-//! a send, copied once into the request ring.
+//! the buffer protocol without a copy; [`PyZcbBuffer`], a writable send buffer in shared memory;
+//! and [`InputBuffer`], any buffer-protocol object handed to a send, copied once into the request
+//! ring.
 #![allow(
     unsafe_code,
-    reason = "exporting a buffer to Python (bf_getbuffer) needs a raw pointer; one block"
+    reason = "the buffer protocol (bf_getbuffer) and borrowing Python buffers need raw pointers"
 )]
 
+use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt as _;
 use pyo3::types::{PyBytes, PyMemoryView, PyString};
+
+use crate::cpg::ZcbBuffer;
+use crate::error::Error;
 
 /// A delivered message: a read-only, immutable buffer (`bytes(msg)`, `memoryview(msg)`,
 /// `numpy.frombuffer(msg)`, `struct.unpack_from(fmt, msg)` read it without copying).
 ///
 /// It owns its payload: views of it stay valid as long as they live. The payload is anything
-/// that derefs to bytes and is `Send` (today a `Bytes` copied once out of the event ring; a pinned
-/// view of the ring itself fits the same constructor, [`PyMessage::from_view`]).
+/// that derefs to bytes and is `Send` ([`PyMessage::from_view`]: a pinned view of the node's
+/// event ring, which holds its ring space until the message and its views are gone) or a
+/// `Bytes` ([`PyMessage::from_bytes`]).
 #[pyclass(frozen, name = "Message", module = "totemcast")]
 pub(crate) struct PyMessage {
     payload: Bytes,
@@ -200,6 +209,27 @@ impl<'py> InputBuffer<'py> {
         }
     }
 
+    /// The bytes: borrowed when the object is `bytes` or C-contiguous, else copied.
+    ///
+    /// The borrow must end before the GIL is released or Python code runs (both could change
+    /// the bytes or free them), so callers use it for one copy into the ring, GIL held.
+    pub(crate) fn as_slice(&self, py: Python<'_>) -> PyResult<Cow<'_, [u8]>> {
+        match self {
+            InputBuffer::Bytes(bytes) => Ok(Cow::Borrowed(bytes.as_bytes())),
+            InputBuffer::Buffer(buffer) => match buffer.as_slice_ptr() {
+                Some(pointer) => {
+                    // SAFETY: the pointer and length describe the exporter's C-contiguous
+                    // memory (`as_slice_ptr` checked contiguity), which stays valid while the
+                    // buffer is exported, i.e. while `self` is borrowed. It is not written while
+                    // the slice lives: the slice is used with the GIL held and no Python code
+                    // running (an exported `bytearray` cannot even be resized).
+                    Ok(Cow::Borrowed(unsafe { pointer.as_ref() }))
+                }
+                None => Ok(Cow::Owned(buffer.to_vec(py)?)),
+            },
+        }
+    }
+
     /// Copies the bytes into `out`, which must be exactly [`InputBuffer::len`] long.
     pub(crate) fn copy_to(&self, py: Python<'_>, out: &mut [u8]) -> PyResult<()> {
         match self {
@@ -215,5 +245,132 @@ impl<'py> InputBuffer<'py> {
         let mut out = vec![0; self.len()];
         self.copy_to(py, &mut out)?;
         Ok(out)
+    }
+}
+
+/// `cpg.ZcbBuffer`: a send buffer in the handle's shared memory (`zcb_alloc`), written in place
+/// through the buffer protocol and sent with `zcb_mcast_joined` without a copy by the library.
+#[pyclass(frozen, name = "ZcbBuffer", module = "totemcast.cpg")]
+pub(crate) struct PyZcbBuffer {
+    /// `None` once freed.
+    inner: Mutex<Option<ZcbBuffer>>,
+    /// Buffer-protocol views alive (sends and frees wait for none).
+    exports: AtomicUsize,
+    len: usize,
+}
+
+impl PyZcbBuffer {
+    pub(crate) fn new(buffer: ZcbBuffer) -> PyZcbBuffer {
+        PyZcbBuffer {
+            len: buffer.len(),
+            inner: Mutex::new(Some(buffer)),
+            exports: AtomicUsize::new(0),
+        }
+    }
+
+    fn check_no_views(&self, what: &str) -> PyResult<()> {
+        if self.exports.load(Ordering::Acquire) != 0 {
+            return Err(PyBufferError::new_err(format!(
+                "release the memoryviews of this buffer before {what} it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the buffer (views must be released first); `InvalidParamError` once freed.
+    pub(crate) fn with<T>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        f: impl FnOnce(&mut ZcbBuffer) -> PyResult<T>,
+    ) -> PyResult<T> {
+        self.check_no_views(what)?;
+        let mut inner = self
+            .inner
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner);
+        let buffer = inner.as_mut().ok_or_else(freed)?;
+        f(buffer)
+    }
+
+    /// Frees the block (`cpg_zcb_free`).
+    pub(crate) fn free(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_no_views("freeing")?;
+        let buffer = self
+            .inner
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(freed)?;
+        drop(buffer);
+        Ok(())
+    }
+}
+
+fn freed() -> PyErr {
+    Error::InvalidParam("the zero-copy buffer was freed".into()).into()
+}
+
+#[pymethods]
+impl PyZcbBuffer {
+    /// Exports the block writable; waits first until the node has read the last send of it.
+    #[allow(clippy::needless_pass_by_value, reason = "the signature PyO3 expects")]
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut inner = this
+            .inner
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner);
+        let buffer = inner.as_mut().ok_or_else(freed)?;
+        py.detach(|| buffer.wait_until_read());
+        let len = ffi::Py_ssize_t::try_from(buffer.len())
+            .map_err(|_| PyTypeError::new_err("buffer too large"))?;
+        let pointer = buffer.as_mut_ptr();
+        // SAFETY: `view` is the caller's Py_buffer to fill. The block lies in the mapped arena,
+        // which the buffer keeps mapped; it stays allocated while any view lives, because
+        // freeing and sending refuse while `exports` is not zero and `PyBuffer_FillInfo` keeps
+        // a reference to this object in `view.obj`. The node has finished reading the block
+        // (waited above) and reads it again only after a send, which waits for the views to go.
+        let status = unsafe {
+            ffi::PyBuffer_FillInfo(view, slf.as_ptr(), pointer.cast::<c_void>(), len, 0, flags)
+        };
+        if status == -1 {
+            return Err(PyErr::fetch(py));
+        }
+        this.exports.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// PEP 688 from Python (`memoryview(self)`, writable).
+    fn __buffer__<'py>(slf: &Bound<'py, Self>, flags: c_int) -> PyResult<Bound<'py, PyMemoryView>> {
+        let _ = flags;
+        PyMemoryView::from(slf.as_any())
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            ""
+        } else {
+            " freed"
+        };
+        format!("<totemcast.cpg.ZcbBuffer {} bytes{state}>", self.len)
     }
 }

@@ -1,11 +1,18 @@
-//! `totemcast.cpg.Handle`: a CPG connection for Python (Corosync's `cpg_*` calls as methods).
+//! `totemcast.cpg.Handle`: [`crate::cpg::Handle`] for Python (Corosync's `cpg_*` calls as
+//! methods).
 //!
-//! Waiting (for an answer, an event or room in the request ring) happens with the GIL released,
-//! in slices of [`SLICE`] with `check_signals` in between, so Ctrl-C interrupts any wait. The
-//! connection sits behind a mutex that is never held while a callback runs or while `dispatch`
-//! sleeps, so other threads may send, query or finalize meanwhile (a blocking `dispatch` in a
-//! dedicated thread, as in Corosync, returns when another thread finalizes the handle).
+//! * Waiting for events or for room in the request ring happens with the GIL released, in
+//!   slices of [`SLICE`] with `check_signals` in between, so Ctrl-C interrupts it. The connection
+//!   sits behind a mutex that is not held while a callback runs or while `dispatch` sleeps: other
+//!   threads may send, query or finalize meanwhile (a blocking `dispatch` in a dedicated thread,
+//!   as in Corosync, returns when another thread finalizes the handle).
+//! * The wake-up descriptor (`fd_get`) tells the truth after every call: readable while events
+//!   wait (here or in the ring), otherwise armed so that the node makes it readable with the
+//!   next event ([`State::settle`]). `select` and asyncio need nothing else.
+//! * Events are read in batches per release of the GIL; a callback that raises stops the
+//!   dispatch at its event and the later events stay queued, in order, for the next one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -14,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -21,11 +29,10 @@ use pyo3::sync::{MutexExt as _, PyOnceLock};
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::buffer::{InputBuffer, PyMessage};
-use super::client::{self, Client, Event, Fds, McastError, Woken};
-use crate::api::{DispatchFlags, Guarantee};
+use super::buffer::{InputBuffer, PyMessage, PyZcbBuffer};
+use crate::api::{DispatchFlags, Guarantee, IterationType};
+use crate::cpg::{Event, Handle, Options};
 use crate::error::Error;
-use crate::node::cpg::records;
 
 /// Longest stretch a wait goes without checking for signals (Ctrl-C).
 const SLICE: Duration = Duration::from_millis(100);
@@ -33,13 +40,22 @@ const SLICE: Duration = Duration::from_millis(100);
 const BATCH_EVENTS: usize = 1024;
 /// Most payload bytes one `dispatch` reads per release of the GIL (at least one event).
 const BATCH_BYTES: usize = 4 << 20;
+/// Messages up to this size are copied from the caller's buffers into the ring with the GIL
+/// held (they fit one ring record: no waiting). Larger ones are copied out first, then sent
+/// with the GIL released, since sending them may wait for the node to read earlier parts.
+const SMALL_MESSAGE: usize = 1 << 20;
+/// Most messages `mcast_many` hands to the Rust handle at once.
+const MANY_CHUNK: usize = 256;
 
-/// The Python classes the callbacks receive (`cpg.Address`, `cpg.RingId`, `cpg.Reason`).
+/// The Python classes handed to callbacks and returned by queries.
 struct Classes {
     address: Py<PyAny>,
     ring_id: Py<PyAny>,
+    iteration: Py<PyAny>,
     /// `Reason` members by value.
     reasons: Vec<Py<PyAny>>,
+    /// `FlowControlState` members by value.
+    flow_control: Vec<Py<PyAny>>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -47,24 +63,120 @@ static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
 fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
     CLASSES.get_or_try_init(py, || {
         let cpg = py.import("totemcast.cpg")?;
-        let reason = cpg.getattr("Reason")?;
-        let reasons = (0..=5u32)
-            .map(|value| reason.call1((value,)).map(Bound::unbind))
-            .collect::<PyResult<_>>()?;
+        let members = |name: &str, count: u32| -> PyResult<Vec<Py<PyAny>>> {
+            let class = cpg.getattr(name)?;
+            (0..count)
+                .map(|value| class.call1((value,)).map(Bound::unbind))
+                .collect()
+        };
         Ok(Classes {
             address: cpg.getattr("Address")?.unbind(),
             ring_id: cpg.getattr("RingId")?.unbind(),
-            reasons,
+            iteration: cpg.getattr("IterationDescription")?.unbind(),
+            reasons: members("Reason", 6)?,
+            flow_control: members("FlowControlState", 2)?,
         })
     })
 }
 
-/// The connection and what the handle remembers about group names.
+/// The connection and what the Python layer keeps beside it.
 struct State {
     /// `None` once finalized.
-    client: Option<Client>,
+    handle: Option<Handle>,
+    /// Events read ahead of the callbacks: handed back by a dispatch whose callback raised,
+    /// or read while arming the descriptor. They come before anything in the handle.
+    pending: VecDeque<Event>,
     /// Group names that were given as `str`: callbacks get them back as `str`.
     str_groups: BTreeSet<Bytes>,
+}
+
+impl State {
+    fn handle(&mut self) -> PyResult<&mut Handle> {
+        self.handle.as_mut().ok_or_else(bad_handle)
+    }
+
+    /// Moves events into `out` (first those pending here, then from the handle) until it holds
+    /// `max` events or the payloads read reach `max_bytes`. Never waits.
+    fn read_events(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+        out: &mut VecDeque<Event>,
+    ) -> Result<(), Error> {
+        let mut bytes = 0;
+        while out.len() < max && bytes < max_bytes {
+            let event = match self.pending.pop_front() {
+                Some(event) => event,
+                None => match self.handle.as_mut() {
+                    Some(handle) => match handle.try_next_event()? {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    None => break,
+                },
+            };
+            if let Event::Deliver { payload, .. } = &event {
+                bytes += payload.len();
+            }
+            out.push_back(event);
+        }
+        Ok(())
+    }
+
+    /// Marks the handle as asleep on its event ring so the node makes the descriptor readable
+    /// with its next event. False if events are waiting (read them instead of sleeping).
+    ///
+    /// `wait_for_event(0)` arms but consumes a wake-up the node may give in the same instant;
+    /// the `try_next_event` after it catches the event that wake-up was for.
+    fn arm(&mut self) -> Result<bool, Error> {
+        if !self.pending.is_empty() {
+            return Ok(false);
+        }
+        let Some(handle) = self.handle.as_mut() else {
+            return Ok(false);
+        };
+        if handle.wait_for_event(Some(Duration::ZERO))? {
+            return Ok(false);
+        }
+        if let Some(event) = handle.try_next_event()? {
+            self.pending.push_back(event);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Leaves the descriptor truthful after a call: armed if nothing waits, else readable. If
+    /// the connection failed, readable too, so that a `select` loop calls `dispatch` and learns
+    /// why.
+    fn settle(&mut self, wakeup: &OwnedFd) {
+        if self.handle.is_some() && !matches!(self.arm(), Ok(true)) {
+            signal(wakeup);
+        }
+    }
+}
+
+/// Makes the wake-up descriptor readable.
+fn signal(wakeup: &OwnedFd) {
+    let _ = nix::unistd::write(wakeup, &1u64.to_ne_bytes());
+}
+
+/// Consumes pending wake-ups of the descriptor.
+fn clear(wakeup: &OwnedFd) {
+    let mut counter = [0u8; 8];
+    let _ = nix::unistd::read(wakeup, &mut counter);
+}
+
+/// Waits up to `timeout` for the wake-up descriptor or `cancel` (finalize); never consumes.
+fn wait_readable(wakeup: &OwnedFd, cancel: &OwnedFd, timeout: Duration) -> Result<(), Error> {
+    let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    let mut set = [
+        PollFd::new(wakeup.as_fd(), PollFlags::POLLIN),
+        PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
+    ];
+    match poll(&mut set, PollTimeout::from(millis)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(errno) => Err(Error::Library(format!("poll: {errno}").into())),
+    }
 }
 
 /// The Python objects a handle holds (kept apart for the garbage collector).
@@ -76,14 +188,15 @@ struct Refs {
     context: Option<Py<PyAny>>,
 }
 
-/// A connection to the local node's CPG service; see the stub (`_native.pyi`) for the Python
-/// documentation.
+/// A connection to the local node's CPG service; the Python documentation is in the stub
+/// (`_native.pyi`, class `CpgHandle`).
 #[pyclass(frozen, name = "Handle", module = "totemcast.cpg")]
 pub(crate) struct PyCpgHandle {
     state: Mutex<State>,
     refs: Mutex<Refs>,
-    /// Duplicates of the wake-up eventfd and the socket, valid while this object lives.
-    fds: Fds,
+    /// A duplicate of the handle's wake-up eventfd (what `fd_get()` returns); valid while this
+    /// object lives, so waiters may poll it without holding the connection.
+    wakeup: OwnedFd,
     /// Readable once the handle is finalized: wakes every waiter.
     cancel: OwnedFd,
     finalized: AtomicBool,
@@ -127,10 +240,6 @@ fn finalized_while_waiting() -> PyErr {
     Error::BadHandle("the handle was finalized while this call waited".into()).into()
 }
 
-fn node_gone() -> PyErr {
-    Error::Library("the node closed the connection".into()).into()
-}
-
 /// The socket to use: the argument, else `$TOTEMCAST_SOCKET`, else the default.
 fn resolve_socket(socket: Option<PathBuf>) -> PathBuf {
     socket
@@ -169,104 +278,88 @@ fn with_note(py: Python<'_>, error: PyErr, note: &str) -> PyErr {
     error
 }
 
+/// A message's bytes borrowed from the caller's buffers, or copied into one owned buffer
+/// (messages larger than [`SMALL_MESSAGE`] or non-contiguous pieces).
+fn gather<'b>(py: Python<'_>, inputs: &'b [InputBuffer<'_>]) -> PyResult<Vec<Cow<'b, [u8]>>> {
+    inputs.iter().map(|input| input.as_slice(py)).collect()
+}
+
+/// How long `mcast_many` waits for room in the request ring.
+#[derive(Clone, Copy, Debug)]
+enum Patience {
+    /// Not at all.
+    None,
+    /// As long as it takes.
+    Forever,
+    /// Until then.
+    Until(Instant),
+}
+
 impl PyCpgHandle {
     /// Locks the connection (GIL released while waiting for the lock); `BadHandleError` once
     /// finalized.
     fn lock<'a>(&'a self, py: Python<'_>) -> PyResult<MutexGuard<'a, State>> {
-        let guard = self
-            .state
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner);
-        if guard.client.is_none() {
+        let guard = self.lock_any(py);
+        if guard.handle.is_none() {
             return Err(bad_handle());
         }
         Ok(guard)
+    }
+
+    fn lock_any<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
+        self.state
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn is_finalized(&self) -> bool {
         self.finalized.load(Ordering::Acquire)
     }
 
-    /// Waits one slice for the node without the GIL (the caller may hold the connection lock),
+    /// Waits one slice (GIL released, connection not held) for the descriptor or a finalize,
     /// then checks for signals.
-    fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<Woken> {
-        let fds = &self.fds;
-        let cancel = &self.cancel;
-        let woken = py.detach(|| client::wait(fds, cancel, slice))?;
-        py.check_signals()?;
-        Ok(woken)
+    fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<()> {
+        let (wakeup, cancel) = (&self.wakeup, &self.cancel);
+        py.detach(|| wait_readable(wakeup, cancel, slice))?;
+        py.check_signals()
     }
 
-    /// Sends a request and waits for its answer. JOIN and LEAVE are retried while the node says
-    /// BUSY (the handle's previous join or leave is still on its way), as libcpg does.
-    fn request(&self, py: Python<'_>, kind: u32, body: &[u8]) -> PyResult<Vec<u8>> {
+    /// Runs a request (it waits for the node's answer with the GIL released), then leaves the
+    /// descriptor truthful. JOIN and LEAVE are retried while the node answers BUSY (this
+    /// handle's previous join or leave is still on its way), as libcpg does.
+    fn request<T: Send>(
+        &self,
+        py: Python<'_>,
+        retry_busy: bool,
+        call: impl Fn(&mut Handle) -> Result<T, Error> + Sync,
+    ) -> PyResult<T> {
         let mut guard = self.lock(py)?;
-        let result = self.request_locked(py, &mut guard, kind, body);
-        if let Some(client) = guard.client.as_mut() {
-            client.settle();
-        }
-        result
-    }
-
-    fn request_locked(
-        &self,
-        py: Python<'_>,
-        guard: &mut MutexGuard<'_, State>,
-        kind: u32,
-        body: &[u8],
-    ) -> PyResult<Vec<u8>> {
         loop {
-            let client = guard.client.as_mut().ok_or_else(bad_handle)?;
-            client.send_request(kind, body)?;
-            match self.await_answer(py, guard)? {
-                Err(Error::Busy(_)) if matches!(kind, records::JOIN | records::LEAVE) => {
+            let handle = guard.handle()?;
+            let result = py.detach(|| call(handle));
+            match result {
+                Err(Error::Busy(_)) if retry_busy => {
                     // Progress shows as an event for this handle (its join or leave delivered).
-                    self.wait_for_progress(py, guard)?;
+                    let state = &mut *guard;
+                    let mut events = std::mem::take(&mut state.pending);
+                    let read = state.read_events(usize::MAX, usize::MAX, &mut events);
+                    state.pending = events;
+                    read?;
+                    if state.arm()? {
+                        drop(guard);
+                        self.wait_slice(py, SLICE)?;
+                        guard = self.lock_any(py);
+                        if guard.handle.is_none() {
+                            return Err(finalized_while_waiting());
+                        }
+                    }
                 }
-                answer => return answer.map_err(PyErr::from),
+                result => {
+                    guard.settle(&self.wakeup);
+                    return result.map_err(PyErr::from);
+                }
             }
         }
-    }
-
-    fn await_answer(
-        &self,
-        py: Python<'_>,
-        guard: &mut MutexGuard<'_, State>,
-    ) -> PyResult<client::Answer> {
-        loop {
-            let client = guard.client.as_mut().ok_or_else(bad_handle)?;
-            if let Some(answer) = client.poll_answer()? {
-                return Ok(answer);
-            }
-            if !client.arm() {
-                continue;
-            }
-            let woken = self.wait_slice(py, SLICE)?;
-            if self.is_finalized() {
-                return Err(finalized_while_waiting());
-            }
-            if woken == Woken::Closed {
-                return Err(node_gone());
-            }
-        }
-    }
-
-    fn wait_for_progress(&self, py: Python<'_>, guard: &mut MutexGuard<'_, State>) -> PyResult<()> {
-        let client = guard.client.as_mut().ok_or_else(bad_handle)?;
-        let mut events = std::mem::take(&mut client.pending);
-        let read = client.read_events(usize::MAX, usize::MAX, &mut events);
-        client.pending = events;
-        read?;
-        if client.arm() {
-            let woken = self.wait_slice(py, SLICE)?;
-            if self.is_finalized() {
-                return Err(finalized_while_waiting());
-            }
-            if woken == Woken::Closed {
-                return Err(node_gone());
-            }
-        }
-        Ok(())
     }
 
     /// Runs the callback for `event` (if one is set).
@@ -283,13 +376,7 @@ impl PyCpgHandle {
         let Some(callback) = callback else {
             return Ok(());
         };
-        let is_str = |group: &Bytes| {
-            self.state
-                .lock_py_attached(py)
-                .unwrap_or_else(PoisonError::into_inner)
-                .str_groups
-                .contains(group)
-        };
+        let is_str = |group: &Bytes| self.lock_any(py).str_groups.contains(group);
         match event {
             Event::Deliver {
                 group,
@@ -298,7 +385,12 @@ impl PyCpgHandle {
                 payload,
             } => {
                 let group = group_object(py, &group, is_str(&group));
-                let message = Bound::new(py, PyMessage::from_bytes(payload))?;
+                let message = if payload.is_zero_copy() {
+                    PyMessage::from_view(payload)
+                } else {
+                    PyMessage::from_bytes(payload.to_bytes())
+                };
+                let message = Bound::new(py, message)?;
                 callback.call1(py, (handle, group, nodeid.0, pid, message))?;
             }
             Event::ConfChg {
@@ -333,21 +425,59 @@ impl PyCpgHandle {
 
     /// Puts events a dispatch could not run back in front of the queue.
     fn hand_back(&self, py: Python<'_>, mut events: VecDeque<Event>) {
-        let mut guard = self
-            .state
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = guard.client.as_mut() {
+        let mut guard = self.lock_any(py);
+        if guard.handle.is_some() {
             while let Some(event) = events.pop_back() {
-                client.pending.push_front(event);
+                guard.pending.push_front(event);
             }
-            client.settle();
+            guard.settle(&self.wakeup);
+        }
+    }
+
+    /// Sends one message (any size) through the Rust handle. `Ok(false)`: the ring is full and
+    /// nothing was sent; the node is asked to wake the descriptor when it has made room.
+    fn send(
+        py: Python<'_>,
+        guard: &mut MutexGuard<'_, State>,
+        guarantee: Guarantee,
+        inputs: &[InputBuffer<'_>],
+    ) -> PyResult<bool> {
+        let len: usize = inputs.iter().map(InputBuffer::len).sum();
+        let handle = guard.handle()?;
+        // Copied out only for a large message: sending it may wait for the node between parts,
+        // which must not happen with the GIL held (nor with the GIL released while borrowing).
+        let owned = if len > SMALL_MESSAGE {
+            let mut message = Vec::with_capacity(len);
+            for piece in gather(py, inputs)? {
+                message.extend_from_slice(&piece);
+            }
+            Some(message)
+        } else {
+            None
+        };
+        loop {
+            let sent = if let Some(message) = &owned {
+                py.detach(|| handle.mcast_joined(guarantee, &[message]))
+            } else {
+                let pieces = gather(py, inputs)?;
+                let slices: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
+                handle.mcast_joined(guarantee, &slices)
+            };
+            match sent {
+                Ok(()) => return Ok(true),
+                // Ask for a wake-up once there is room; if there is room already, try again.
+                Err(Error::TryAgain(_)) => {
+                    if handle.notify_when_writable(len)? {
+                        return Ok(false);
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
     }
 
     /// Sends the messages of `messages` in order, waiting for room as `patience` allows;
-    /// returns how many were accepted, and the error that stopped it early, if one did. The
-    /// node is woken once per batch (and before any wait).
+    /// returns how many were sent, and the error that stopped it early, if one did.
     fn send_many(
         &self,
         py: Python<'_>,
@@ -361,9 +491,8 @@ impl PyCpgHandle {
             Err(error) => return (0, Err(error)),
         };
         let result = self.send_loop(py, &mut slot, guarantee, messages, patience, &mut sent);
-        if let Some(client) = slot.as_mut().and_then(|guard| guard.client.as_mut()) {
-            client.wake_node();
-            client.settle();
+        if let Some(guard) = slot.as_mut() {
+            guard.settle(&self.wakeup);
         }
         (sent, result)
     }
@@ -377,62 +506,74 @@ impl PyCpgHandle {
         patience: Patience,
         sent: &mut usize,
     ) -> PyResult<()> {
-        for message in messages.try_iter()? {
-            let input = InputBuffer::get(&message?)?;
-            loop {
-                let client = slot
-                    .as_mut()
-                    .and_then(|guard| guard.client.as_mut())
-                    .ok_or_else(finalized_while_waiting)?;
-                match client.mcast(guarantee, input.len(), false, |out| input.copy_to(py, out)) {
-                    Ok(Some(())) => {
-                        *sent += 1;
-                        break;
-                    }
-                    Ok(None) => {}
-                    Err(McastError::Cs(error)) => return Err(error.into()),
-                    Err(McastError::Fill(error)) => return Err(error),
-                }
-                // The ring is full: let the node see the batch so far, then wait for its "room
-                // made" wake-up (older wake-ups are forgotten here; `settle` restores them).
-                client.wake_node();
-                let slice = match patience {
-                    Patience::None => return Ok(()),
-                    Patience::Forever => SLICE,
-                    Patience::Until(deadline) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Ok(());
-                        }
-                        left.min(SLICE)
-                    }
-                };
-                client.clear_wakeup();
-                *slot = None;
-                let woken = self.wait_slice(py, slice);
-                *slot = Some(
-                    self.state
-                        .lock_py_attached(py)
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
-                if woken? == Woken::Closed && !self.is_finalized() {
-                    return Err(node_gone());
+        let mut iterator = messages.try_iter()?;
+        let mut chunk: VecDeque<InputBuffer<'_>> = VecDeque::new();
+        loop {
+            // Refill the chunk: small messages go to the Rust handle together.
+            while chunk.len() < MANY_CHUNK {
+                match iterator.next() {
+                    Some(message) => chunk.push_back(InputBuffer::get(&message?)?),
+                    None => break,
                 }
             }
+            let Some(first) = chunk.front() else {
+                return Ok(());
+            };
+            let guard = slot.as_mut().ok_or_else(finalized_while_waiting)?;
+            let accepted = if first.len() > SMALL_MESSAGE {
+                usize::from(Self::send(
+                    py,
+                    guard,
+                    guarantee,
+                    std::slice::from_ref(first),
+                )?)
+            } else {
+                let small = chunk
+                    .iter()
+                    .take_while(|m| m.len() <= SMALL_MESSAGE)
+                    .count();
+                let pieces = chunk
+                    .iter()
+                    .take(small)
+                    .map(|m| m.as_slice(py))
+                    .collect::<PyResult<Vec<_>>>()?;
+                let handle = guard.handle()?;
+                let accepted =
+                    handle.mcast_many(guarantee, pieces.iter().map(|piece| &piece[..]))?;
+                if accepted == 0 && !handle.notify_when_writable(chunk[0].len())? {
+                    continue; // room appeared meanwhile
+                }
+                accepted
+            };
+            *sent += accepted;
+            chunk.drain(..accepted);
+            if accepted > 0 {
+                continue;
+            }
+            // The ring is full: wait for the node's "room made" wake-up (wake-ups for events
+            // are dropped here; `settle` restores the descriptor afterwards).
+            let slice = match patience {
+                Patience::None => return Ok(()),
+                Patience::Forever => SLICE,
+                Patience::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(());
+                    }
+                    left.min(SLICE)
+                }
+            };
+            clear(&self.wakeup);
+            *slot = None;
+            let waited = self.wait_slice(py, slice);
+            let guard = self.lock_any(py);
+            if guard.handle.is_none() {
+                return Err(finalized_while_waiting());
+            }
+            *slot = Some(guard);
+            waited?;
         }
-        Ok(())
     }
-}
-
-/// How long `mcast_many` waits for room in the request ring.
-#[derive(Clone, Copy, Debug)]
-enum Patience {
-    /// Not at all.
-    None,
-    /// As long as it takes.
-    Forever,
-    /// Until then.
-    Until(Instant),
 }
 
 #[pymethods]
@@ -465,61 +606,58 @@ impl PyCpgHandle {
         check_callback("totem_confchg", totem_confchg.as_ref())?;
         if node.as_ref().is_some_and(|node| !node.is_none()) {
             return Err(Error::NotSupported(
-                "embedded nodes (Handle(node=...)) are not available yet; run `totemcast node` \
-                 and connect with socket="
-                    .into(),
-            )
-            .into());
-        }
-        if initial_totem_conf {
-            return Err(Error::NotSupported(
-                "initial_totem_conf=True needs the node to take the flag at connection time, \
-                 which it does not yet"
+                "Handle(node=...) needs totemcast.Node, which the Python package does not have \
+                 yet; connect to the node's socket with socket="
                     .into(),
             )
             .into());
         }
         let socket = resolve_socket(socket);
-        let client = py.detach(|| Client::connect(&socket))?;
-        let fds = client.fds()?;
+        let options = Options { initial_totem_conf };
+        let handle = py.detach(|| Handle::connect_with(&socket, options))?;
+        let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
+        let wakeup = handle.as_fd().try_clone_to_owned().map_err(failed)?;
         let cancel = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::Library(format!("eventfd: {errno}").into()))?;
+        let mut state = State {
+            handle: Some(handle),
+            pending: VecDeque::new(),
+            str_groups: BTreeSet::new(),
+        };
+        let nodeid = py.detach(|| state.handle().map(Handle::local_get))??;
+        state.settle(&wakeup);
         Ok(PyCpgHandle {
-            nodeid: client.nodeid().0,
-            state: Mutex::new(State {
-                client: Some(client),
-                str_groups: BTreeSet::new(),
-            }),
+            nodeid: nodeid.0,
+            state: Mutex::new(state),
             refs: Mutex::new(Refs {
                 deliver: some_object(deliver),
                 confchg: some_object(confchg),
                 totem_confchg: some_object(totem_confchg),
                 context: some_object(context),
             }),
-            fds,
+            wakeup,
             cancel: OwnedFd::from(cancel),
             finalized: AtomicBool::new(false),
         })
     }
 
     fn join(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
-        let mut guard = self.lock(py)?;
-        // Before the request: its confchg may be dispatched by another thread at once.
-        let name = Bytes::copy_from_slice(&group.bytes);
-        if group.is_str {
-            guard.str_groups.insert(name);
-        } else {
-            guard.str_groups.remove(&name);
+        {
+            // Before the request: its confchg may be dispatched by another thread at once.
+            let mut guard = self.lock(py)?;
+            let name = Bytes::copy_from_slice(&group.bytes);
+            if group.is_str {
+                guard.str_groups.insert(name);
+            } else {
+                guard.str_groups.remove(&name);
+            }
         }
-        let result = self.request_locked(py, &mut guard, records::JOIN, &group.bytes);
-        if let Some(client) = guard.client.as_mut() {
-            client.settle();
-        }
-        result.map(drop)
+        self.request(py, true, |handle| handle.join(&group.bytes))
     }
 
     fn leave(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
-        self.request(py, records::LEAVE, &group.bytes).map(drop)
+        crate::node::cpg::service::check_name(&group.bytes)?;
+        self.request(py, true, |handle| handle.leave(&group.bytes))
     }
 
     #[pyo3(signature = (guarantee, *buffers))]
@@ -534,27 +672,16 @@ impl PyCpgHandle {
             .iter()
             .map(|buffer| InputBuffer::get(&buffer))
             .collect::<PyResult<Vec<_>>>()?;
-        let len = inputs.iter().map(InputBuffer::len).sum();
         let mut guard = self.lock(py)?;
-        let client = guard.client.as_mut().ok_or_else(bad_handle)?;
-        let attempt = client.mcast(guarantee, len, true, |out| {
-            let mut at = 0;
-            for input in &inputs {
-                input.copy_to(py, &mut out[at..at + input.len()])?;
-                at += input.len();
-            }
-            Ok::<(), PyErr>(())
-        });
-        match attempt {
-            Ok(Some(())) => Ok(()),
-            Ok(None) => Err(Error::TryAgain(
+        if Self::send(py, &mut guard, guarantee, &inputs)? {
+            Ok(())
+        } else {
+            Err(Error::TryAgain(
                 "the request ring is full (the handle's descriptor becomes readable when the \
                  node has made room)"
                     .into(),
             )
-            .into()),
-            Err(McastError::Cs(error)) => Err(error.into()),
-            Err(McastError::Fill(error)) => Err(error),
+            .into())
         }
     }
 
@@ -612,31 +739,33 @@ impl PyCpgHandle {
                     Err(error) => return Err(error),
                 };
                 entered = true;
-                let client = guard.client.as_mut().ok_or_else(bad_handle)?;
-                py.detach(|| client.read_events(max_events, max_bytes, &mut batch))?;
+                let state = &mut *guard;
+                if let Err(error) =
+                    py.detach(|| state.read_events(max_events, max_bytes, &mut batch))
+                {
+                    guard.settle(&this.wakeup);
+                    return Err(error.into());
+                }
                 if batch.is_empty() {
                     match flags {
                         DispatchFlags::All => {
-                            client.settle();
+                            guard.settle(&this.wakeup);
                             return Ok(count);
                         }
                         DispatchFlags::OneNonblocking => {
-                            client.settle();
+                            guard.settle(&this.wakeup);
                             return Err(Error::TryAgain("no event is waiting".into()).into());
                         }
                         DispatchFlags::One | DispatchFlags::Blocking => {
-                            if !client.arm() {
+                            if !guard.arm()? {
                                 continue;
                             }
                         }
                     }
                     drop(guard);
-                    let woken = this.wait_slice(py, SLICE)?;
+                    this.wait_slice(py, SLICE)?;
                     if this.is_finalized() {
                         return Ok(count);
-                    }
-                    if woken == Woken::Closed {
-                        return Err(node_gone());
                     }
                     continue;
                 }
@@ -652,11 +781,8 @@ impl PyCpgHandle {
                 }
             }
             if one {
-                if let Ok(mut guard) = this.lock(py)
-                    && let Some(client) = guard.client.as_mut()
-                {
-                    client.settle();
-                }
+                let mut guard = this.lock_any(py);
+                guard.settle(&this.wakeup);
                 return Ok(count);
             }
         }
@@ -666,7 +792,7 @@ impl PyCpgHandle {
         if self.is_finalized() {
             return Err(bad_handle());
         }
-        Ok(self.fds.wakeup.as_fd().as_raw_fd())
+        Ok(self.wakeup.as_raw_fd())
     }
 
     fn fileno(&self) -> PyResult<i32> {
@@ -678,8 +804,8 @@ impl PyCpgHandle {
         py: Python<'py>,
         group: GroupName,
     ) -> PyResult<Bound<'py, PyList>> {
-        let body = self.request(py, records::MEMBERSHIP_GET, &group.bytes)?;
-        let members = client::decode_members(&body)?;
+        crate::node::cpg::service::check_name(&group.bytes)?;
+        let members = self.request(py, false, |handle| handle.membership_get(&group.bytes))?;
         let classes = classes(py)?;
         let undefined = &classes.reasons[0];
         let items = members
@@ -690,13 +816,73 @@ impl PyCpgHandle {
     }
 
     fn local_get(&self, py: Python<'_>) -> PyResult<u32> {
-        let body = self.request(py, records::LOCAL_GET, &[])?;
-        Ok(client::decode_nodeid(&body)?.0)
+        Ok(self.request(py, false, Handle::local_get)?.0)
+    }
+
+    #[pyo3(signature = (r#type, group = None))]
+    fn iteration<'py>(
+        &self,
+        py: Python<'py>,
+        r#type: u32,
+        group: Option<GroupName>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let kind = IterationType::try_from(r#type)?;
+        if let Some(group) = &group {
+            crate::node::cpg::service::check_name(&group.bytes)?;
+        }
+        let group = group.map(|g| g.bytes);
+        let entries = self.request(py, false, |handle| handle.iteration(kind, group.as_deref()))?;
+        let classes = classes(py)?;
+        let items = entries
+            .into_iter()
+            .map(|e| {
+                let group = PyBytes::new(py, &e.group);
+                classes.iteration.call1(py, (group, e.nodeid.0, e.pid))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
     }
 
     fn max_atomic_msgsize_get(&self, py: Python<'_>) -> PyResult<usize> {
-        let guard = self.lock(py)?;
-        Ok(guard.client.as_ref().map_or(0, Client::max_atomic_msgsize))
+        Ok(self.lock(py)?.handle()?.max_atomic_msgsize_get()?)
+    }
+
+    fn flow_control_state_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let state = self.lock(py)?.handle()?.flow_control_state_get()?;
+        Ok(classes(py)?.flow_control[u32::from(state) as usize].clone_ref(py))
+    }
+
+    fn zcb_alloc(&self, py: Python<'_>, size: usize) -> PyResult<PyZcbBuffer> {
+        let buffer = self.lock(py)?.handle()?.zcb_alloc(size)?;
+        Ok(PyZcbBuffer::new(buffer))
+    }
+
+    fn zcb_free(&self, py: Python<'_>, buf: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.is_finalized() {
+            return Err(bad_handle());
+        }
+        let buffer = buf
+            .cast::<PyZcbBuffer>()
+            .map_err(|_| PyTypeError::new_err("zcb_free takes a buffer from zcb_alloc"))?;
+        buffer.get().free(py)
+    }
+
+    fn zcb_mcast_joined(
+        &self,
+        py: Python<'_>,
+        guarantee: u32,
+        buf: &Bound<'_, PyAny>,
+        length: usize,
+    ) -> PyResult<()> {
+        let guarantee = Guarantee::try_from(guarantee)?;
+        let buffer = buf
+            .cast::<PyZcbBuffer>()
+            .map_err(|_| PyTypeError::new_err("zcb_mcast_joined takes a buffer from zcb_alloc"))?;
+        let mut guard = self.lock(py)?;
+        let handle = guard.handle()?;
+        buffer.get().with(py, "sending", |buffer| {
+            Ok(handle.zcb_mcast_joined(guarantee, buffer, length)?)
+        })
     }
 
     fn context_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -722,67 +908,19 @@ impl PyCpgHandle {
         Ok(())
     }
 
-    #[pyo3(signature = (r#type, group = None))]
-    fn iteration(&self, r#type: u32, group: Option<GroupName>) -> PyResult<()> {
-        let _ = (r#type, group);
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Err(not_yet("iteration"))
-    }
-
-    fn flow_control_state_get(&self) -> PyResult<()> {
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Err(not_yet("flow_control_state_get"))
-    }
-
-    fn zcb_alloc(&self, size: usize) -> PyResult<()> {
-        let _ = size;
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Err(not_yet("zcb_alloc"))
-    }
-
-    fn zcb_free(&self, buf: Bound<'_, PyAny>) -> PyResult<()> {
-        let _ = buf;
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Err(not_yet("zcb_free"))
-    }
-
-    fn zcb_mcast_joined(
-        &self,
-        guarantee: u32,
-        buf: Bound<'_, PyAny>,
-        length: usize,
-    ) -> PyResult<()> {
-        let _ = (guarantee, buf, length);
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Err(not_yet("zcb_mcast_joined"))
-    }
-
     fn finalize(&self, py: Python<'_>) -> PyResult<()> {
         if self.finalized.swap(true, Ordering::AcqRel) {
             return Err(Error::BadHandle("the handle is finalized already".into()).into());
         }
         // Wake every waiter (they see `finalized` and give up the connection lock).
-        let _ = nix::unistd::write(&self.cancel, &1u64.to_ne_bytes());
-        let client = {
-            let mut guard = self
-                .state
-                .lock_py_attached(py)
-                .unwrap_or_else(PoisonError::into_inner);
-            guard.client.take()
+        signal(&self.cancel);
+        let (handle, pending) = {
+            let mut guard = self.lock_any(py);
+            (guard.handle.take(), std::mem::take(&mut guard.pending))
         };
-        if let Some(client) = client {
-            client.shutdown();
-            drop(client);
+        drop(pending);
+        if let Some(mut handle) = handle {
+            let _ = handle.finalize();
         }
         let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(PoisonError::into_inner));
         drop(refs);
@@ -801,22 +939,11 @@ impl PyCpgHandle {
         Ok(false)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
+    fn __repr__(&self) -> String {
         if self.is_finalized() {
             return format!("<totemcast.cpg.Handle nodeid={} finalized>", self.nodeid);
         }
-        let guard = self
-            .state
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner);
-        let group = guard.client.as_ref().and_then(Client::group).map_or_else(
-            || "None".to_owned(),
-            |g| format!("{:?}", String::from_utf8_lossy(g)),
-        );
-        format!(
-            "<totemcast.cpg.Handle nodeid={} group={group}>",
-            self.nodeid
-        )
+        format!("<totemcast.cpg.Handle nodeid={}>", self.nodeid)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -843,17 +970,5 @@ impl PyCpgHandle {
             .map(|mut refs| std::mem::take(&mut *refs))
             .unwrap_or_default();
         drop(refs);
-    }
-}
-
-fn not_yet(what: &str) -> PyErr {
-    Error::NotSupported(format!("Handle.{what}() is not available in this version yet").into())
-        .into()
-}
-
-impl Drop for PyCpgHandle {
-    fn drop(&mut self) {
-        // A forked child may hold copies of the socket: end the connection for the node now.
-        let _ = self.fds.stream.shutdown(std::net::Shutdown::Both);
     }
 }

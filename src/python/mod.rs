@@ -5,7 +5,6 @@
 //! source of truth.
 
 mod buffer;
-mod client;
 mod cpg;
 mod errors;
 
@@ -66,6 +65,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(write_authkey, module)?)?;
     module.add("DEFAULT_SOCKET", crate::node::config_file::DEFAULT_SOCKET)?;
     module.add("Message", py.get_type::<buffer::PyMessage>())?;
+    module.add("ZcbBuffer", py.get_type::<buffer::PyZcbBuffer>())?;
     // `CpgHandle` here, `totemcast.cpg.Handle` for users (`evs.Handle` is another class).
     module.add("CpgHandle", py.get_type::<cpg::PyCpgHandle>())?;
     Ok(())
