@@ -19,7 +19,9 @@
     asyncio.run(main())
 
 Events come in delivery order, as the typed dataclasses `Deliver`, `ConfChg` and
-`TotemConfChg`. The handle watches its descriptor with `loop.add_reader`: nothing polls.
+`TotemConfChg`. `Deliver.msg` is a view of the node's shared event ring (see `cpg.Handle`):
+keep `bytes(event.msg)`, not the message, if you store it. The handle watches its
+descriptor with `loop.add_reader`: nothing polls.
 `send` waits while the node's request ring is full instead of raising `TryAgainError` (the
 node wakes the descriptor when it has made room; a timer doubling from 1 ms to 100 ms backs
 that up). Everything is cancellation-safe: a cancelled `send` sent nothing, and a cancelled
@@ -259,6 +261,11 @@ class Handle:
                 raise self._error
             if self._paused:
                 self._resume()
+                continue
+            # Return the ring space of the messages dropped since the last read before
+            # sleeping: the node may be waiting for exactly that room to write the next event.
+            self._on_readable()
+            if self._events or self._error is not None:
                 continue
             await self._readable()
         event = self._events.popleft()
