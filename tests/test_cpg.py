@@ -521,7 +521,7 @@ def test_a_raising_callback_propagates_and_later_events_stay_queued_in_order(
         with pytest.raises(Boom, match="boom-a"):
             dispatch_until([(handle, recorder)], lambda: False, within=WITHIN)
         assert seen == [b"1", b"boom-a"]
-        assert readable(handle), "the events after the raising callback are waiting"
+        assert readable(handle, WITHIN), "the events after the raising callback are waiting"
         assert handle.dispatch(DispatchFlags.ONE) == 1
         assert handle.dispatch(DispatchFlags.ONE) == 1
         with pytest.raises(Boom, match="boom-b"):
