@@ -178,6 +178,13 @@ def test_help_documents_the_class() -> None:
     assert cpg.Handle.__module__ == "totemcast.cpg"
     assert cpg.Handle.__name__ == "Handle"
     assert totemcast.Message.__module__ == "totemcast"
+    for cls in (cpg.Handle, cpg.Message, cpg.ZcbBuffer, cpg.Address, cpg.RingId):
+        assert cls.__doc__, cls
+    for name in dir(cpg.Handle):
+        if not name.startswith("_"):
+            assert getattr(cpg.Handle, name).__doc__, name
+    for name in cpg.__all__:
+        assert getattr(cpg, name) is not None
 
 
 # Join, leave, membership -----------------------------------------------------------------------

@@ -24,13 +24,16 @@ use pyo3::types::{PyBytes, PyMemoryView, PyString};
 use crate::cpg::ZcbBuffer;
 use crate::error::Error;
 
-/// A delivered message: a read-only, immutable buffer (`bytes(msg)`, `memoryview(msg)`,
-/// `numpy.frombuffer(msg)`, `struct.unpack_from(fmt, msg)` read it without copying).
+/// A delivered message: a read-only, immutable buffer.
 ///
-/// It owns its payload: views of it stay valid as long as they live. The payload is anything
-/// that derefs to bytes and is `Send` ([`PyMessage::from_view`]: a pinned view of the node's
-/// event ring, which holds its ring space until the message and its views are gone) or a
-/// `Bytes` ([`PyMessage::from_bytes`]).
+/// `bytes(msg)` copies it out; `memoryview(msg)`, `numpy.frombuffer(msg)` and
+/// `struct.unpack_from(fmt, msg)` read it in place. Views stay valid as long as they live. It
+/// compares equal to any buffer with the same bytes and hashes like `bytes`. A message is a view
+/// of the node's shared event ring and holds its ring space while it (or a view) lives: keep
+/// `bytes(msg)` if you store it.
+//
+// The payload is anything that derefs to bytes and is `Send` ([`PyMessage::from_view`]: a
+// pinned view of the event ring) or a `Bytes` ([`PyMessage::from_bytes`]).
 #[pyclass(frozen, name = "Message", module = "totemcast")]
 pub(crate) struct PyMessage {
     payload: Bytes,
@@ -248,8 +251,12 @@ impl<'py> InputBuffer<'py> {
     }
 }
 
-/// `cpg.ZcbBuffer`: a send buffer in the handle's shared memory (`zcb_alloc`), written in place
-/// through the buffer protocol and sent with `zcb_mcast_joined` without a copy by the library.
+/// A send buffer in the handle's shared memory, from `Handle.zcb_alloc`.
+///
+/// Write it in place (`memoryview(buf)[:n] = data`), release the views, then
+/// `handle.zcb_mcast_joined(guarantee, buf, n)` sends it without a copy by the library. It can
+/// be sent again; a new view waits until the node has read the last send. `zcb_free(buf)` or
+/// dropping it frees it.
 #[pyclass(frozen, name = "ZcbBuffer", module = "totemcast.cpg")]
 pub(crate) struct PyZcbBuffer {
     /// `None` once freed.

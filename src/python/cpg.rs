@@ -188,8 +188,26 @@ struct Refs {
     context: Option<Py<PyAny>>,
 }
 
-/// A connection to the local node's CPG service; the Python documentation is in the stub
-/// (`_native.pyi`, class `CpgHandle`).
+/// A connection to the local node's CPG service (Corosync's `cpg_*` calls as methods).
+///
+/// A handle is in at most one group at a time. Every member of a group delivers the group's
+/// messages and membership changes in the same total order, its own included. Callbacks run
+/// inside `dispatch`, in delivery order:
+///
+/// - `deliver(handle, group, nodeid, pid, msg)`: `msg` is a read-only `Message` buffer, a view
+///   of the node's shared ring; keep `bytes(msg)` if you store it.
+/// - `confchg(handle, group, members, left, joined)`: lists of `cpg.Address`; a joiner sees its
+///   own join first, a leaver its own leave.
+/// - `totem_confchg(handle, ring_id, nodeids)`: a new totem ring (`cpg.RingId`).
+///
+/// `group` comes back as `str` if it was joined as `str`, else `bytes`. The node is found through
+/// `socket=`, else `$TOTEMCAST_SOCKET`, else `cpg.DEFAULT_SOCKET`. Waits release the GIL and
+/// Ctrl-C interrupts them; the handle may be shared between threads. `initial_totem_conf=True`
+/// delivers the totem configuration right after the first confchg. `node=` (an embedded node) is
+/// not available yet. A handle is a context manager that finalizes on exit.
+///
+/// Raises LibraryError (no node on the socket), AccessError, VersionError, TypeError (a callback
+/// that is not callable).
 #[pyclass(frozen, name = "Handle", module = "totemcast.cpg")]
 pub(crate) struct PyCpgHandle {
     state: Mutex<State>,
@@ -641,6 +659,12 @@ impl PyCpgHandle {
         })
     }
 
+    /// `cpg_join`: joins `group` (`str` or `bytes`, 1 to 128 bytes).
+    ///
+    /// Returns once the node accepted the join; it is complete when this handle's own confchg
+    /// arrives. Waits while the handle's previous leave is on its way. Raises ExistError
+    /// (in a group already, or this process is in `group`), InvalidParamError (empty name),
+    /// NameTooLongError, TryAgainError, BadHandleError.
     fn join(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
         {
             // Before the request: its confchg may be dispatched by another thread at once.
@@ -655,11 +679,22 @@ impl PyCpgHandle {
         self.request(py, true, |handle| handle.join(&group.bytes))
     }
 
+    /// `cpg_leave`: leaves `group`; the handle sees its own leave and may join again.
+    ///
+    /// Raises NotExistError (not in `group`), InvalidParamError, NameTooLongError,
+    /// BadHandleError.
     fn leave(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
         crate::node::cpg::service::check_name(&group.bytes)?;
         self.request(py, true, |handle| handle.leave(&group.bytes))
     }
 
+    /// `cpg_mcast_joined`: multicasts the concatenation of `buffers` to the joined group.
+    ///
+    /// `buffers` is an iovec of objects with the buffer protocol (bytes, bytearray, memoryview,
+    /// array, numpy arrays, Message), copied once into the node's ring; never waits for room.
+    /// Raises TryAgainError (ring full, nothing sent; the descriptor becomes readable when the
+    /// node made room), NotExistError (not joined), TooBigError (beyond
+    /// `max_atomic_msgsize_get()`), InvalidParamError (guarantee), TypeError (not a buffer).
     #[pyo3(signature = (guarantee, *buffers))]
     fn mcast_joined(
         &self,
@@ -685,6 +720,12 @@ impl PyCpgHandle {
         }
     }
 
+    /// Multicasts each buffer of `messages` as one message, in order; returns how many were sent.
+    ///
+    /// The batch path: one wake-up of the node per chunk of messages. When the ring is full it
+    /// waits for room (GIL released, Ctrl-C honoured): with `timeout=None` until all are sent,
+    /// else at most `timeout` seconds (`0`: never), then returns the count sent; the messages
+    /// from there on were not sent. An error after some messages notes how many were sent.
     #[pyo3(signature = (guarantee, messages, *, timeout = None))]
     fn mcast_many(
         &self,
@@ -716,6 +757,13 @@ impl PyCpgHandle {
         }
     }
 
+    /// `cpg_dispatch`: runs the callbacks of waiting events in order; returns how many ran.
+    ///
+    /// `DispatchFlags.ALL` (default): what waits now; `ONE`: waits for one; `ONE_NONBLOCKING`:
+    /// one or TryAgainError; `BLOCKING`: until the handle is finalized (by a callback or another
+    /// thread). Waits release the GIL; Ctrl-C raises KeyboardInterrupt. If a callback raises,
+    /// the exception propagates and the later events stay queued, in order, for the next
+    /// dispatch. Raises BadHandleError once finalized, LibraryError when the node is gone.
     #[pyo3(signature = (flags = 2))]
     fn dispatch(slf: &Bound<'_, Self>, flags: u32) -> PyResult<usize> {
         let py = slf.py();
@@ -788,6 +836,8 @@ impl PyCpgHandle {
         }
     }
 
+    /// `cpg_fd_get`: a descriptor readable while events wait (for select, selectors,
+    /// `loop.add_reader`); also after a TryAgainError once the node made room.
     fn fd_get(&self) -> PyResult<i32> {
         if self.is_finalized() {
             return Err(bad_handle());
@@ -795,10 +845,12 @@ impl PyCpgHandle {
         Ok(self.wakeup.as_raw_fd())
     }
 
+    /// The same as `fd_get()`, so that a handle can be passed to `select`.
     fn fileno(&self) -> PyResult<i32> {
         self.fd_get()
     }
 
+    /// `cpg_membership_get`: the members of any group the node knows, sorted, as `cpg.Address`.
     fn membership_get<'py>(
         &self,
         py: Python<'py>,
@@ -815,10 +867,15 @@ impl PyCpgHandle {
         PyList::new(py, items)
     }
 
+    /// `cpg_local_get`: the local node's id.
     fn local_get(&self, py: Python<'_>) -> PyResult<u32> {
         Ok(self.request(py, false, Handle::local_get)?.0)
     }
 
+    /// `cpg_iteration_*`: a snapshot list of `cpg.IterationDescription(group, nodeid, pid)`.
+    ///
+    /// `IterationType.NAME_ONLY`: every group (nodeid, pid 0); `ONE_GROUP`: the members of
+    /// `group`; `ALL`: every member of every group. Group names are `bytes`.
     #[pyo3(signature = (r#type, group = None))]
     fn iteration<'py>(
         &self,
@@ -843,20 +900,25 @@ impl PyCpgHandle {
         PyList::new(py, items)
     }
 
+    /// `cpg_max_atomic_msgsize_get`: the largest message, delivered whole or not at all.
     fn max_atomic_msgsize_get(&self, py: Python<'_>) -> PyResult<usize> {
         Ok(self.lock(py)?.handle()?.max_atomic_msgsize_get()?)
     }
 
+    /// `cpg_flow_control_state_get`: `FlowControlState.ENABLED` while sends may get
+    /// TryAgainError (the node holds this handle's messages, or its ring is over 3/4 full).
     fn flow_control_state_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let state = self.lock(py)?.handle()?.flow_control_state_get()?;
         Ok(classes(py)?.flow_control[u32::from(state) as usize].clone_ref(py))
     }
 
+    /// `cpg_zcb_alloc`: a writable `cpg.ZcbBuffer` of `size` bytes in shared memory.
     fn zcb_alloc(&self, py: Python<'_>, size: usize) -> PyResult<PyZcbBuffer> {
         let buffer = self.lock(py)?.handle()?.zcb_alloc(size)?;
         Ok(PyZcbBuffer::new(buffer))
     }
 
+    /// `cpg_zcb_free`: frees a buffer from `zcb_alloc` (its views must be released first).
     fn zcb_free(&self, py: Python<'_>, buf: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.is_finalized() {
             return Err(bad_handle());
@@ -867,6 +929,8 @@ impl PyCpgHandle {
         buffer.get().free(py)
     }
 
+    /// `cpg_zcb_mcast_joined`: multicasts the first `length` bytes of `buf` without a copy by
+    /// the library (release its memoryviews first).
     fn zcb_mcast_joined(
         &self,
         py: Python<'_>,
@@ -885,6 +949,7 @@ impl PyCpgHandle {
         })
     }
 
+    /// `cpg_context_get`: the object given as `context=` or to `context_set`.
     fn context_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.is_finalized() {
             return Err(bad_handle());
@@ -896,6 +961,7 @@ impl PyCpgHandle {
             .map_or_else(|| py.None(), |context| context.clone_ref(py)))
     }
 
+    /// `cpg_context_set`: remembers `context` for `context_get()`.
     fn context_set(&self, context: Bound<'_, PyAny>) -> PyResult<()> {
         if self.is_finalized() {
             return Err(bad_handle());
@@ -908,6 +974,10 @@ impl PyCpgHandle {
         Ok(())
     }
 
+    /// `cpg_finalize`: closes the connection (the node reports PROCDOWN unless the handle left).
+    ///
+    /// A waiting `dispatch` returns; every later call raises BadHandleError, a second
+    /// `finalize` too (as in Corosync).
     fn finalize(&self, py: Python<'_>) -> PyResult<()> {
         if self.finalized.swap(true, Ordering::AcqRel) {
             return Err(Error::BadHandle("the handle is finalized already".into()).into());
