@@ -49,7 +49,13 @@ fn main() {
         "scenario", "msg/s", "MB/s", "ratio"
     );
     let small_only = std::env::args().any(|a| a == "--small");
-    for (size, count) in [(64usize, 2_000_000 / scale), (1024, 1_000_000 / scale)] {
+    let large_only = std::env::args().any(|a| a == "--large");
+    let small = if large_only {
+        &[][..]
+    } else {
+        &[(64usize, 2_000_000 / scale), (1024, 1_000_000 / scale)][..]
+    };
+    for &(size, count) in small {
         let batched = run(&node, size, count, Send::Batched);
         let single = run(&node, size, count, Send::OneByOne);
         let bound = ring_alone(size, count);

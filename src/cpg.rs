@@ -194,7 +194,18 @@ pub struct Handle {
     pending: VecDeque<Event>,
     assembly: Option<Assembly>,
     buffer: Vec<u8>,
+    /// Requests whose wait was interrupted, oldest first: their answers come before any
+    /// other's and are applied when they do.
+    abandoned: VecDeque<(u32, Bytes)>,
+    /// Asked between short sleeps and after signals; an error ends the wait.
+    interrupt: Option<InterruptCheck>,
 }
+
+/// A check run while a call waits (see [`Handle::set_interrupt_check`]).
+pub type InterruptCheck = Box<dyn FnMut() -> Result<()> + Send>;
+
+/// How often a wait with an interrupt check looks at it.
+const INTERRUPT_SLICE: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -244,7 +255,32 @@ impl Handle {
             pending: VecDeque::new(),
             assembly: None,
             buffer: Vec::new(),
+            abandoned: VecDeque::new(),
+            interrupt: None,
         }
+    }
+
+    /// This node's id (from the handshake; no request).
+    #[must_use]
+    pub fn nodeid(&self) -> NodeId {
+        self.nodeid
+    }
+
+    /// Installs `check`, run at least every 100 ms and after every signal while a call of this
+    /// handle waits (for a request's answer, for room in the request ring, for an event). An
+    /// error from it ends the wait with that error: a binding uses it to honour Ctrl-C. A
+    /// request whose wait ends so still takes effect at the node; its answer is applied when
+    /// it comes (a join then counts as joined).
+    pub fn set_interrupt_check(&mut self, check: Option<InterruptCheck>) {
+        self.interrupt = check;
+    }
+
+    /// Makes the descriptor ([`Handle::fd_get`]) become readable with the next event; false
+    /// when an event is already waiting (read it first). For callers that wait on the
+    /// descriptor themselves.
+    pub fn arm_descriptor(&mut self) -> Result<bool> {
+        self.wait_for_event(Some(Duration::ZERO))
+            .map(|ready| !ready)
     }
 
     fn endpoint_ref(&self) -> Result<&Endpoint> {
@@ -388,7 +424,17 @@ impl Handle {
             Err(ClaimError::Full) => return Err(full()),
             Err(ClaimError::TooBig) => unreachable!("parts fit a record"),
         }
-        let mut left = len - first;
+        // Once the first part is in, the message is finished whatever happens: an interrupt
+        // would leave half a message at the node.
+        let check = self.interrupt.take();
+        let rest = self.write_rest(&mut source, part, len - first);
+        self.interrupt = check;
+        rest?;
+        self.wake_if_needed()
+    }
+
+    /// The parts after the first of a large message.
+    fn write_rest(&mut self, source: &mut Gather<'_>, part: usize, mut left: usize) -> Result<()> {
         while left > 0 {
             let next = part.min(left);
             let endpoint = self.endpoint.as_mut().expect("checked");
@@ -614,7 +660,11 @@ impl Handle {
                 return Ok(Some(event));
             }
             if entry == records::ANSWER {
-                return Err(Error::Library("an answer nobody asked for".into()));
+                // The answer to a request whose wait was interrupted.
+                let Some((kind, body)) = self.abandoned.pop_front() else {
+                    return Err(Error::Library("an answer nobody asked for".into()));
+                };
+                self.apply_late_answer(kind, &body);
             }
         }
     }
@@ -731,15 +781,38 @@ impl Handle {
         }
         loop {
             match self.read_record()? {
-                Some((records::ANSWER, _)) => return answer(&self.buffer),
+                Some((records::ANSWER, _)) => {
+                    if let Some((kind, body)) = self.abandoned.pop_front() {
+                        self.apply_late_answer(kind, &body);
+                        continue;
+                    }
+                    return answer(&self.buffer);
+                }
                 Some((_, Some(event))) => self.pending.push_back(event),
                 Some((_, None)) => {}
                 None => {
                     let endpoint = self.endpoint.as_mut().expect("checked");
-                    if endpoint.rx.prepare_to_sleep() {
-                        self.sleep(None)?;
+                    if endpoint.rx.prepare_to_sleep()
+                        && let Err(error) = self.sleep(None)
+                    {
+                        if matches!(error, Error::Interrupt(_)) {
+                            self.abandoned
+                                .push_back((kind, Bytes::copy_from_slice(body)));
+                        }
+                        return Err(error);
                     }
                 }
+            }
+        }
+    }
+
+    /// The answer (in `buffer`) to a request whose wait was interrupted: what it changes.
+    fn apply_late_answer(&mut self, kind: u32, body: &Bytes) {
+        if answer(&self.buffer).is_ok() {
+            match kind {
+                records::JOIN => self.group = Some(body.clone()),
+                records::LEAVE => self.group = None,
+                _ => {}
             }
         }
     }
@@ -768,8 +841,31 @@ impl Handle {
         endpoint.tx.prepare_to_wait(record).map_err(lost)
     }
 
-    /// Sleeps until the node wakes this side, goes away, or `timeout` passes (false then).
+    /// Sleeps until the node wakes this side, goes away, or `timeout` passes (false then);
+    /// with an interrupt check, in slices, asking it after each.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        if self.interrupt.is_none() {
+            return self.sleep_once(timeout);
+        }
+        let deadline = timeout.map(|timeout| std::time::Instant::now() + timeout);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let slice = left.map_or(INTERRUPT_SLICE, |left| left.min(INTERRUPT_SLICE));
+            let ready = self.sleep_once(Some(slice))?;
+            if let Some(check) = &mut self.interrupt {
+                check()?;
+            }
+            if ready {
+                return Ok(true);
+            }
+            if left.is_some_and(|left| left <= slice) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// One sleep (see [`Handle::sleep`]); a signal counts as a wake-up.
+    fn sleep_once(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let endpoint = self.endpoint()?;
         let timeout = match timeout {
             None => PollTimeout::NONE,

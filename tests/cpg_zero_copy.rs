@@ -315,3 +315,42 @@ fn zero_copy_sends_large_messages_and_the_other_calls() {
         })
     });
 }
+
+/// A join whose wait is interrupted (the binding's Ctrl-C) still takes effect: its late answer
+/// makes the handle joined, and nothing is mistaken for an event.
+#[test]
+fn an_interrupted_join_takes_effect_when_its_answer_comes() {
+    let cluster = cluster("cpg-interrupt", 1);
+    let mut handle = Handle::connect(socket(&cluster, 0)).unwrap();
+    assert_eq!(handle.nodeid(), NodeId(1));
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = std::sync::Arc::clone(&checks);
+    handle.set_interrupt_check(Some(Box::new(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(totemcast::Error::Interrupt("interrupted".into()))
+    })));
+    // The node is stopped: the answer cannot come before the check runs.
+    cluster.pause(0);
+    let error = handle.join("late").unwrap_err();
+    assert_eq!(error.code(), CsError::Interrupt);
+    assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        handle
+            .mcast_joined(Guarantee::Agreed, &[b"x"])
+            .unwrap_err()
+            .code(),
+        CsError::NotExist,
+        "not joined before the answer"
+    );
+    cluster.resume(0);
+    handle.set_interrupt_check(None);
+    // The descriptor is armed or an event waits.
+    let _ = handle.arm_descriptor().unwrap();
+    let mut events = Vec::new();
+    collect(&mut handle, &mut events, |e| {
+        e.iter().any(|e| matches!(e, Event::ConfChg { .. }))
+    });
+    handle.mcast_joined(Guarantee::Agreed, &[b"after"]).unwrap();
+    collect(&mut handle, &mut events, |e| deliveries(e).len() == 1);
+    assert_eq!(handle.membership_get("late").unwrap().len(), 1);
+}
