@@ -559,3 +559,57 @@ fn a_killed_node_loses_no_message_that_any_survivor_delivered() {
         "node 3's receiver's deliveries are not a prefix of the survivors'"
     );
 }
+
+/// A client killed while its node holds its multicasts back (the core's send queue is full):
+/// the requests still in its ring were accepted and must all go out.
+#[test]
+fn a_client_killed_while_its_multicasts_wait_for_the_core_loses_none() {
+    let mut cluster = NodeCluster::new("cpgp-killwaiting", 3, Timers::default(), 0, "");
+    cluster.start_all();
+    cluster.wait_for_ring(&[0, 1, 2], WITHIN);
+    let mut fleet = Fleet::new(Duration::from_secs(120));
+    let a = fleet.spawn("a@1", &socket(&cluster, 0));
+    let b = fleet.spawn("b@2", &socket(&cluster, 1));
+    let v = fleet.spawn("victim@1", &socket(&cluster, 0));
+    join_all(&mut fleet, &[a, b, v]);
+    fleet.command(
+        v,
+        &Command::Send {
+            first: 0,
+            count: u64::MAX / 2,
+            size_min: 1 << 20,
+            size_spread: 0,
+        },
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let waiting = |cluster: &NodeCluster| {
+        cluster
+            .status(0)
+            .and_then(|s| s["counters"]["clients"]["mcasts_waiting"].as_u64())
+    };
+    while waiting(&cluster).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the core's queue never filled");
+        fleet.pump();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("the core's queue was full after {:?}", started.elapsed());
+    fleet.kill(v);
+    let victim = fleet.procs[v].member();
+    let accepted = fleet.procs[v].accepted();
+    fleet.wait("PROCDOWN of the victim", |fleet| {
+        [a, b]
+            .iter()
+            .all(|&p| fleet.procs[p].saw_leave(GROUP, victim, Reason::ProcDown))
+    });
+    eprintln!(
+        "{} accepted; a and b delivered {} and {} after {:?}",
+        accepted.len(),
+        fleet.procs[a].delivered(),
+        fleet.procs[b].delivered(),
+        started.elapsed()
+    );
+    let procs = &fleet.procs;
+    check_same_history(&[&procs[a], &procs[b]], GROUP);
+    check_exactly_once(&[&procs[a], &procs[b]], &[&procs[v]], GROUP);
+}

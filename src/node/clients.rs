@@ -86,6 +86,9 @@ struct Session {
     backlog_bytes: usize,
     /// Since when events wait and the client has released nothing.
     stalled_since: Option<Instant>,
+    /// The client hung up: what it wrote before is served (it was accepted), nothing is
+    /// written to it, and it leaves once nothing it sent waits for the core.
+    closing: bool,
 }
 
 /// A message arriving in parts ([`records::MCAST_FIRST`], [`records::MCAST_MORE`]).
@@ -216,6 +219,7 @@ impl Clients {
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
                 stalled_since: None,
+                closing: false,
             },
         );
         self.counters.connected += 1;
@@ -229,8 +233,31 @@ impl Clients {
         self.sessions.get(&conn).map(|s| &s.endpoint)
     }
 
-    /// The client closed its socket (or died): PROCDOWN for its membership.
+    /// The client closed its socket (or died): the requests it wrote before are served first
+    /// (`mcast_joined` returned OK for them), then PROCDOWN for its membership. If the core has
+    /// no room for its message now, the session stays closing until [`Clients::writable`]
+    /// has handed everything to the core.
     pub fn hang_up(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        session.closing = true;
+        session.backlog.clear();
+        session.backlog_bytes = 0;
+        session.stalled_since = None;
+        self.serve(conn, core, now);
+        self.finish_closing(conn, core, now);
+    }
+
+    /// Lets a closing session go once nothing it sent waits for the core.
+    fn finish_closing(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
+        if !self
+            .sessions
+            .get(&conn)
+            .is_some_and(|s| s.closing && s.ready.is_none())
+        {
+            return;
+        }
         if let Some(session) = self.sessions.remove(&conn) {
             self.counters.closed += 1;
             self.disconnect(conn, session.service);
@@ -610,6 +637,7 @@ impl Clients {
             .collect();
         for conn in waiting {
             self.serve(conn, core, now);
+            self.finish_closing(conn, core, now);
         }
     }
 
@@ -724,6 +752,9 @@ impl Clients {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
+        if session.closing {
+            return;
+        }
         self.counters.events_written += 1;
         if session.backlog.is_empty() {
             match try_write(&mut session.endpoint, kind, parts) {
