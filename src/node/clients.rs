@@ -295,6 +295,8 @@ impl Clients {
         session.endpoint.clear_wakeup();
         self.now = now;
         self.flush_backlog(conn);
+        // Every way out goes through `route`: a client dropped here (a corrupt ring, a bad
+        // request, its backlog) must leave its group now, not at the next unrelated event.
         loop {
             if let Some(session) = self.sessions.get_mut(&conn)
                 && session.backlog_bytes > BACKLOG_THROTTLE
@@ -308,7 +310,7 @@ impl Clients {
                 // after it (a message sent right after a join must not overtake it).
                 self.route(core, now);
                 let Some(session) = self.sessions.get_mut(&conn) else {
-                    return;
+                    break;
                 };
                 let (guarantee, message) = session.ready.take().expect("checked");
                 let refused = !self.control_backlog.is_empty()
@@ -321,7 +323,7 @@ impl Clients {
                 }
             }
             let Some(session) = self.sessions.get_mut(&conn) else {
-                return;
+                break;
             };
             let next = match session.lookahead.take() {
                 Some(entry) => Ok(Some(entry)),
@@ -338,12 +340,12 @@ impl Clients {
                 Err(corrupt) => {
                     self.counters.disconnected_bad += 1;
                     self.drop_client(conn, &corrupt.0);
-                    return;
+                    break;
                 }
             };
             let request = self.read_request(conn, &entry);
             let Some(session) = self.sessions.get_mut(&conn) else {
-                return;
+                break;
             };
             // Everything the node keeps was copied out: the client may reuse the space (and
             // its zero-copy buffer) now.
@@ -376,7 +378,7 @@ impl Clients {
                 Request::Bad(why) => {
                     self.counters.disconnected_bad += 1;
                     self.drop_client(conn, &why);
-                    return;
+                    break;
                 }
             }
         }
