@@ -284,8 +284,10 @@ impl Service {
         Ok(())
     }
 
-    /// `cpg_leave`.
+    /// `cpg_leave`. The name is checked first, as for a join (`CS_ERR_NAME_TOO_LONG` beyond
+    /// 128 bytes, as Corosync's library answers).
     pub fn leave(&mut self, conn: ConnId, group: &[u8]) -> Result<()> {
+        check_name(group)?;
         let c = self.conn(conn)?;
         match c.state {
             ConnState::Unjoined | ConnState::LeaveStarted => {
