@@ -144,10 +144,12 @@ impl RingMemory {
         self.u64_at(HEAD_AT)
     }
 
-    /// Pointer to data byte `index` (< capacity).
+    /// Pointer to data byte `index` (≤ capacity: an empty payload whose header takes the
+    /// last 8 bytes starts one past the end).
     fn data(&self, index: usize) -> *mut u8 {
-        debug_assert!(index < self.capacity);
-        // SAFETY: index < capacity, and the data area is inside the region (checked in `new`).
+        debug_assert!(index <= self.capacity);
+        // SAFETY: index ≤ capacity, and the data area is inside the region (checked in `new`):
+        // the pointer is inside the region or one past its end.
         unsafe { self.memory.as_ptr().add(self.offset + HEADER_LEN + index) }
     }
 
@@ -721,6 +723,23 @@ mod tests {
         let producer = Producer::new(Arc::clone(&memory), 0, capacity).unwrap();
         let consumer = Consumer::new(Arc::clone(&memory), 0, capacity).unwrap();
         (producer, consumer, memory)
+    }
+
+    #[test]
+    fn an_empty_record_in_the_last_eight_bytes_goes_through() {
+        // Two records of 120 bytes and an empty one bring the tail to 248 of 256: the next
+        // empty record's header takes the last 8 bytes and its payload starts at the end.
+        let (mut producer, mut consumer, _memory) = pair(256);
+        for len in [112, 112, 0, 0] {
+            producer.push(7, &vec![3; len]).unwrap().unwrap();
+            let entry = consumer.read_next().unwrap().unwrap();
+            assert_eq!(consumer.payload(&entry), &vec![3; len][..]);
+            let mut out = vec![9];
+            consumer.copy(&entry, &mut out);
+            assert_eq!(out.len(), len);
+            consumer.release(entry);
+        }
+        assert_eq!(producer.free().unwrap(), 256);
     }
 
     #[test]
