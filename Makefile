@@ -65,11 +65,11 @@ sim:
 	cargo run --quiet --profile sim --features sim --bin totemcast-sim -- \
 		--seeds $${SIM_SEEDS:-2000} --faults all
 
-.PHONY: fuzz  ## Fuzz the datagram decoder and decryption for FUZZ_SECONDS each (needs cargo-fuzz)
+.PHONY: fuzz  ## Fuzz the datagram decoder, decryption and the client request ring for FUZZ_SECONDS each
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	cd fuzz && for target in datagram_decode datagram_open; do \
+	cd fuzz && for target in datagram_decode datagram_open request_ring; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS); \
 	done
 
