@@ -376,6 +376,16 @@ impl Service {
                 self.transitional = Some(configuration.members.clone());
             }
             ConfigurationKind::Regular => {
+                // A sync still running was cut short by this ring. The messages it held were
+                // delivered in its ring, which ends here: apply them now, before this node's
+                // joinlist is taken, so that the joinlist says what they did. (Applied after
+                // the next sync instead, a leave held here would drop the process on this node
+                // only, while its joinlist had brought it back at the others: a ghost.)
+                if self.sync.take().is_some() {
+                    for (origin, message) in std::mem::take(&mut self.held) {
+                        self.apply(origin, message);
+                    }
+                }
                 let down = match (&self.ring, self.transitional.take()) {
                     (Some((_, synced)), Some(kept)) => synced
                         .iter()

@@ -372,6 +372,112 @@ fn messages_during_a_sync_are_applied_after_it_in_one_order() {
     }
 }
 
+/// Corosync PR #828's shape: a sync cut short by the next ring. Node 2, cut off, forms a ring
+/// alone; its process dies during the change, so the PROCDOWN is ordered in that ring before
+/// node 2's joinlist and held by the sync — and a merge starts before the joinlist arrives.
+/// Node 2's joinlist for the merged ring must already reflect the leave: otherwise the others
+/// take the dead process back (NODEUP) while node 2 drops it afterwards, a ghost for good.
+#[test]
+fn a_sync_cut_short_by_the_next_ring_leaves_no_ghost() {
+    let mut bus = Bus::new(3);
+    bus.services[0].connect(1, 100, false);
+    bus.services[0].join(1, b"g").unwrap();
+    bus.services[1].connect(1, 200, false);
+    bus.services[1].join(1, b"g").unwrap();
+    bus.settle();
+    bus.configure(&[vec![0, 2]]);
+    assert_eq!(bus.services[0].membership(b"g"), vec![(NodeId(1), 100)]);
+
+    let config = |service: &mut Service, kind, ring, old_ring, members: &[u32]| {
+        service.on_configuration(&Configuration {
+            kind,
+            ring,
+            old_ring,
+            members: members.iter().map(|&n| NodeId(n)).collect(),
+            left: Vec::new(),
+            joined: Vec::new(),
+        });
+    };
+    let drain = |service: &mut Service| {
+        let mut multicasts = Vec::new();
+        while let Some(output) = service.poll_output() {
+            if let Output::Multicast { payload, .. } = output {
+                multicasts.push(payload);
+            }
+        }
+        multicasts
+    };
+    bus.services[1].disconnect(1);
+    let leave = drain(&mut bus.services[1]);
+    assert_eq!(leave.len(), 1, "the PROCDOWN leave");
+    bus.seq += 4;
+    let alone = RingId::new(NodeId(2), bus.seq);
+    let before = bus.ring_ids[1];
+    config(
+        &mut bus.services[1],
+        ConfigurationKind::Transitional,
+        alone,
+        before,
+        &[2],
+    );
+    config(
+        &mut bus.services[1],
+        ConfigurationKind::Regular,
+        alone,
+        alone,
+        &[2],
+    );
+    let joinlist = drain(&mut bus.services[1]);
+    assert_eq!(
+        joinlist.len(),
+        1,
+        "the joinlist of the lone ring (never delivered)"
+    );
+    bus.services[1].on_deliver(NodeId(2), &leave[0]);
+    assert!(bus.services[1].syncing());
+    assert_eq!(bus.services[1].held(), 1);
+    bus.ring_ids[1] = alone;
+
+    bus.seq += 4;
+    let all = RingId::new(NodeId(1), bus.seq);
+    for i in 0..3 {
+        let kept: &[u32] = if i == 1 { &[2] } else { &[1, 3] };
+        let old = bus.ring_ids[i];
+        config(
+            &mut bus.services[i],
+            ConfigurationKind::Transitional,
+            all,
+            old,
+            kept,
+        );
+        config(
+            &mut bus.services[i],
+            ConfigurationKind::Regular,
+            all,
+            all,
+            &[1, 2, 3],
+        );
+        bus.rings[i] = vec![NodeId(1), NodeId(2), NodeId(3)];
+        bus.ring_ids[i] = all;
+    }
+    bus.settle();
+    for (i, service) in bus.services.iter().enumerate() {
+        assert!(!service.syncing());
+        assert_eq!(
+            service.membership(b"g"),
+            vec![(NodeId(1), 100)],
+            "node {}: the dead process must be gone",
+            i + 1
+        );
+    }
+    let events = only_confchgs_and_deliveries(bus.take(0, 1));
+    assert!(
+        matches!(events.last(), Some(ClientEvent::ConfChg { members, .. })
+            if members == &[addr(1, 100, Reason::Undefined)]),
+        "node 1's member sees itself alone last: {events:?}"
+    );
+}
+
 #[test]
 fn cpg_messages_that_do_not_decode_are_counted() {
     let mut service = Service::new(NodeId(1));
