@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::api::{DispatchFlags, FlowControlState, Guarantee, IterationType};
 use crate::error::{Error, Result};
@@ -185,6 +186,9 @@ struct Assembly {
 pub struct Handle {
     /// `None` once finalized.
     endpoint: Option<Endpoint>,
+    /// What `fd_get` returns: readable when the node wakes this side (its eventfd) or when the
+    /// node is gone (the socket's end of file).
+    watch: Epoll,
     arena: Arena,
     nodeid: NodeId,
     max_message_size: usize,
@@ -226,17 +230,25 @@ impl Handle {
     /// Connects to the node listening on `socket` with `options` (`cpg_model_initialize`).
     pub fn connect_with(socket: impl AsRef<Path>, options: Options) -> Result<Handle> {
         let (endpoint, answer) = connection::connect_with(socket.as_ref(), &request(options))?;
-        Ok(Handle::new(endpoint, &answer))
+        Handle::new(endpoint, &answer)
     }
 
     /// Connects over `stream`, a socket whose other end a node serves (an embedded node's
     /// local handles use a socket pair).
     pub fn connect_stream(stream: UnixStream, options: Options) -> Result<Handle> {
         let (endpoint, answer) = connection::handshake(stream, &request(options))?;
-        Ok(Handle::new(endpoint, &answer))
+        Handle::new(endpoint, &answer)
     }
 
-    fn new(endpoint: Endpoint, answer: &connection::ConnectAnswer) -> Handle {
+    fn new(endpoint: Endpoint, answer: &connection::ConnectAnswer) -> Result<Handle> {
+        let watch = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .and_then(|epoll| {
+                epoll.add(endpoint.wakeup(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+                let hangup = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+                epoll.add(&endpoint.stream, EpollEvent::new(hangup, 1))?;
+                Ok(epoll)
+            })
+            .map_err(|errno| Error::Library(format!("epoll: {errno}").into()))?;
         let arena = Arena::new(
             Arc::clone(endpoint.region()),
             endpoint.arena,
@@ -246,8 +258,9 @@ impl Handle {
             Ok(0) | Err(_) => endpoint.tx.payload_max() - 256,
             Ok(max) => max,
         };
-        Handle {
+        Ok(Handle {
             endpoint: Some(endpoint),
+            watch,
             arena,
             nodeid: NodeId(answer.nodeid),
             max_message_size,
@@ -257,7 +270,7 @@ impl Handle {
             buffer: Vec::new(),
             abandoned: VecDeque::new(),
             interrupt: None,
-        }
+        })
     }
 
     /// This node's id (from the handshake; no request).
@@ -336,7 +349,7 @@ impl Handle {
         let endpoint = self.endpoint.as_mut().expect("checked");
         if len < endpoint.tx.payload_max() {
             if !write_small(endpoint, guarantee, buffers, len)? {
-                return Err(full());
+                return Err(if endpoint.peer_gone() { gone() } else { full() });
             }
             if endpoint.tx.take_wake() {
                 endpoint.wake_peer();
@@ -375,6 +388,9 @@ impl Handle {
             accepted += 1;
         }
         self.wake_if_needed()?;
+        if accepted == 0 && self.endpoint()?.peer_gone() {
+            return Err(gone());
+        }
         Ok(accepted)
     }
 
@@ -421,7 +437,9 @@ impl Handle {
                 source.fill(&mut out[records::MCAST_FIRST_HEADER..]);
                 claim.commit_batched(records::MCAST_FIRST);
             }
-            Err(ClaimError::Full) => return Err(full()),
+            Err(ClaimError::Full) => {
+                return Err(if endpoint.peer_gone() { gone() } else { full() });
+            }
             Err(ClaimError::TooBig) => unreachable!("parts fit a record"),
         }
         // Once the first part is in, the message is finished whatever happens: an interrupt
@@ -516,7 +534,7 @@ impl Handle {
                 }
                 Ok(())
             }
-            Err(_) => Err(full()),
+            Err(_) => Err(if endpoint.peer_gone() { gone() } else { full() }),
         }
     }
 
@@ -601,9 +619,17 @@ impl Handle {
         })
     }
 
-    /// `cpg_fd_get`: readable when events may be waiting (for `poll`, `select`, asyncio).
+    /// `cpg_fd_get`: readable when events may be waiting or the node is gone (for `poll`,
+    /// `select`, asyncio; then call [`Handle::dispatch`], which tells which).
     pub fn fd_get(&self) -> Result<RawFd> {
-        Ok(self.endpoint_ref()?.wakeup_fd())
+        self.endpoint_ref()?;
+        Ok(self.watch.0.as_raw_fd())
+    }
+
+    /// The eventfd the node writes to wake this side (for bindings that make the descriptor
+    /// readable themselves, say while events they took out wait in their own queue).
+    pub fn wakeup_eventfd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(self.endpoint_ref()?.wakeup())
     }
 
     /// `cpg_dispatch`: hands events to `handler`. `One` waits for one event, `All` handles what
@@ -652,6 +678,9 @@ impl Handle {
                 let endpoint = self.endpoint.as_mut().expect("checked");
                 endpoint.clear_wakeup();
                 if endpoint.rx.prepare_to_sleep() {
+                    if endpoint.peer_gone() {
+                        return Err(gone());
+                    }
                     return Ok(None);
                 }
                 continue;
@@ -777,7 +806,7 @@ impl Handle {
                     endpoint.wake_peer();
                 }
             }
-            Err(_) => return Err(full()),
+            Err(_) => return Err(if endpoint.peer_gone() { gone() } else { full() }),
         }
         loop {
             match self.read_record()? {
@@ -965,6 +994,10 @@ fn full() -> Error {
     Error::TryAgain("the request ring is full (the node is behind)".into())
 }
 
+fn gone() -> Error {
+    Error::Library("the node closed the connection".into())
+}
+
 /// A non-delivery event from the node's records.
 fn from_service(event: crate::node::cpg::ClientEvent) -> Event {
     use crate::node::cpg::ClientEvent;
@@ -1015,19 +1048,13 @@ fn lost(error: Corrupt) -> Error {
 }
 
 impl AsFd for Handle {
-    /// # Panics
-    /// After [`Handle::finalize`].
+    /// The descriptor of [`Handle::fd_get`].
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.endpoint
-            .as_ref()
-            .expect("the handle was finalized")
-            .wakeup()
+        self.watch.0.as_fd()
     }
 }
 
 impl AsRawFd for Handle {
-    /// # Panics
-    /// After [`Handle::finalize`].
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
     }

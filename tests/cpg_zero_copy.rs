@@ -354,3 +354,32 @@ fn an_interrupted_join_takes_effect_when_its_answer_comes() {
     collect(&mut handle, &mut events, |e| deliveries(e).len() == 1);
     assert_eq!(handle.membership_get("late").unwrap().len(), 1);
 }
+
+/// A client that waits on its descriptor learns that its node died: the descriptor becomes
+/// readable and the next call says CS_ERR_LIBRARY (non-blocking calls included).
+#[test]
+fn the_descriptor_wakes_when_the_node_dies() {
+    let mut cluster = cluster("cpg-node-dies", 1);
+    let mut handle = Handle::connect(socket(&cluster, 0)).unwrap();
+    handle.join("g").unwrap();
+    let mut events = Vec::new();
+    collect(&mut handle, &mut events, |e| !e.is_empty());
+    assert!(handle.arm_descriptor().unwrap(), "nothing waits");
+    cluster.kill(0);
+    let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
+    let ready = nix::poll::poll(&mut fds, 20_000u16).unwrap();
+    assert_eq!(ready, 1, "the descriptor did not wake within 20 s");
+    for flags in [DispatchFlags::All, DispatchFlags::OneNonblocking] {
+        assert_eq!(
+            handle.dispatch(flags, |_| {}).unwrap_err().code(),
+            CsError::Library,
+            "{flags:?}"
+        );
+    }
+    // Sends fill the ring nobody reads, then say the node is gone.
+    let chunk = vec![0u8; 60 << 10];
+    let error = (0..1000)
+        .find_map(|_| handle.mcast_many(Guarantee::Agreed, [&chunk[..]; 16]).err())
+        .expect("sends to a dead node never failed");
+    assert_eq!(error.code(), CsError::Library, "{error}");
+}

@@ -172,6 +172,21 @@ impl Endpoint {
         self.wakeup.as_fd()
     }
 
+    /// Whether the other side is gone (its end of the socket closed), without waiting.
+    #[must_use]
+    pub fn peer_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match nix::sys::socket::recv(
+            self.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => true,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Consumes pending wake-ups (non-blocking).
     pub fn clear_wakeup(&self) {
         let mut counter = [0u8; 8];

@@ -212,9 +212,13 @@ struct Refs {
 pub(crate) struct PyCpgHandle {
     state: Mutex<State>,
     refs: Mutex<Refs>,
-    /// A duplicate of the handle's wake-up eventfd (what `fd_get()` returns); valid while this
-    /// object lives, so waiters may poll it without holding the connection.
+    /// A duplicate of the handle's wake-up eventfd, written to keep `fd_get()` readable while
+    /// events wait in `pending`.
     wakeup: OwnedFd,
+    /// A duplicate of the handle's descriptor (what `fd_get()` returns: readable on a wake-up
+    /// or when the node is gone); valid while this object lives, so waiters may poll it
+    /// without holding the connection.
+    watch: OwnedFd,
     /// Readable once the handle is finalized: wakes every waiter.
     cancel: OwnedFd,
     finalized: AtomicBool,
@@ -337,8 +341,8 @@ impl PyCpgHandle {
     /// Waits one slice (GIL released, connection not held) for the descriptor or a finalize,
     /// then checks for signals.
     fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<()> {
-        let (wakeup, cancel) = (&self.wakeup, &self.cancel);
-        py.detach(|| wait_readable(wakeup, cancel, slice))?;
+        let (watch, cancel) = (&self.watch, &self.cancel);
+        py.detach(|| wait_readable(watch, cancel, slice))?;
         py.check_signals()
     }
 
@@ -634,7 +638,11 @@ impl PyCpgHandle {
         let options = Options { initial_totem_conf };
         let handle = py.detach(|| Handle::connect_with(&socket, options))?;
         let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
-        let wakeup = handle.as_fd().try_clone_to_owned().map_err(failed)?;
+        let wakeup = handle
+            .wakeup_eventfd()?
+            .try_clone_to_owned()
+            .map_err(failed)?;
+        let watch = handle.as_fd().try_clone_to_owned().map_err(failed)?;
         let cancel = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::Library(format!("eventfd: {errno}").into()))?;
         let mut state = State {
@@ -654,6 +662,7 @@ impl PyCpgHandle {
                 context: some_object(context),
             }),
             wakeup,
+            watch,
             cancel: OwnedFd::from(cancel),
             finalized: AtomicBool::new(false),
         })
@@ -842,7 +851,7 @@ impl PyCpgHandle {
         if self.is_finalized() {
             return Err(bad_handle());
         }
-        Ok(self.wakeup.as_raw_fd())
+        Ok(self.watch.as_raw_fd())
     }
 
     /// The same as `fd_get()`, so that a handle can be passed to `select`.
