@@ -83,7 +83,7 @@ class DemoError(RuntimeError):
 
 # Events ------------------------------------------------------------------------------------
 
-Member = tuple[int, int]
+MemberId = tuple[int, int]
 """A group member: (nodeid, pid)."""
 
 
@@ -107,7 +107,7 @@ class ConfChange:
     `left` and `joined` hold (nodeid, pid, reason) with a `cpg.Reason` value.
     """
 
-    members: tuple[Member, ...]
+    members: tuple[MemberId, ...]
     left: tuple[tuple[int, int, int], ...] = ()
     joined: tuple[tuple[int, int, int], ...] = ()
 
@@ -301,9 +301,6 @@ class _Style:
     def cyan(self, text: str) -> str:
         return self._paint(text, "36")
 
-    def magenta(self, text: str) -> str:
-        return self._paint(text, "35")
-
 
 # The member processes, seen from the demo ----------------------------------------------------
 
@@ -325,11 +322,10 @@ class _Member:
     pending: list[Event] = field(default_factory=list)
     matched: set[int] = field(default_factory=set)
     cursor: int = -1
-    commanded: int = 0
     unsent: int = 0
 
     @property
-    def address(self) -> Member:
+    def address(self) -> MemberId:
         return (self.nodeid, self.pid)
 
     def command(self, text: str) -> None:
@@ -380,10 +376,10 @@ class _Demo:
         self.out = out
         self.style = style
         self.members: list[_Member] = []
-        self.by_address: dict[Member, _Member] = {}
+        self.by_address: dict[MemberId, _Member] = {}
         self.reports: queue.Queue[tuple[_Member, dict[str, Any] | None]] = queue.Queue()
         self.reference: list[Event] = []
-        self.configs: list[frozenset[Member]] = []
+        self.configs: list[frozenset[MemberId]] = []
         self.printed = 0
         self.messages_printed = 0
         self.phase_number = 0
@@ -411,7 +407,7 @@ class _Demo:
         took = "" if since is None else " " + self.style.dim(f"({_duration(since)})")
         self.note(f"{self.style.green(self.style.ok)} {text}{took}")
 
-    def label(self, address: Member) -> str:
+    def label(self, address: MemberId) -> str:
         member = self.by_address.get(address)
         return member.label if member is not None else f"{address[0]}/{address[1]}"
 
@@ -664,7 +660,7 @@ class _Demo:
 
         since = self.phase(f"Starting {options.nodes} nodes on loopback")
         cluster.start_all()
-        ring = cluster.wait_for_ring(timeout=options.timeout)
+        ring = self.wait_for_ring(cluster)
         self.rings_seen.add((ring.nodeid, ring.seq))
         if options.keep:
             self.note(self.style.dim(f"configs and logs in {cluster.directory}"))
@@ -729,7 +725,7 @@ class _Demo:
         since = self.phase(f"Restarting node {killed + 1}; the rings merge, its members rejoin")
         mark = len(self.reference)
         cluster.start(killed)
-        ring = cluster.wait_for_ring(timeout=options.timeout)
+        ring = self.wait_for_ring(cluster)
         self.header()
         all_nodes = tuple(i + 1 for i in range(options.nodes))
         self.pump(
@@ -738,6 +734,8 @@ class _Demo:
         merged = _duration(since)
         for member in victims:
             member.command("connect")
+        self.pump(lambda: not any(m.lost for m in victims), "the members to reconnect")
+        for member in victims:
             member.command("join")
         self.pump(
             lambda: self.configs[-1] == everyone and self.all_printed(),
@@ -753,6 +751,23 @@ class _Demo:
         complete = [m.label for m in self.members if not m.ever_lost]
         return check_order(histories, complete, self.describe)
 
+    def wait_for_ring(self, cluster: LocalCluster) -> cpg.RingId:
+        """Waits for the ring of every node; DemoError with each node's state if none forms."""
+        try:
+            return cluster.wait_for_ring(timeout=self.options.timeout)
+        except ClusterError as error:
+            if "last status" not in str(error):
+                raise DemoError(str(error)) from None  # a node died: the message has its log
+            states = []
+            for index in range(cluster.n):
+                status = cluster.status(index) or {}
+                members = " ".join(str(n) for n in status.get("members") or [])
+                states.append(f"node {index + 1}: {status.get('state', 'no answer')} [{members}]")
+            raise DemoError(
+                f"the nodes formed no ring of all {cluster.n} within {self.options.timeout:g} s "
+                f"({'; '.join(states)})"
+            ) from None
+
     def ring_printed(self, nodes: tuple[int, ...], since: int) -> bool:
         """Whether a ring of `nodes` is printed from reference position `since` on."""
         return (
@@ -766,15 +781,15 @@ class _Demo:
     def round(self, number: int) -> None:
         senders = [m for m in self.members if not m.lost and m.address in self.configs[-1]]
         total = self.options.messages
+        sending = min(total, len(senders))
         since = self.phase(
-            f"Round {number}: {_n(total, 'message')} from {_n(len(senders), 'member')} at once"
+            f"Round {number}: {_n(total, 'message')} from {_n(sending, 'member')} at once"
         )
         self.header()
         before = self.messages_printed
         shares = [total // len(senders) + (i < total % len(senders)) for i in range(len(senders))]
         for member, share in zip(senders, shares, strict=True):
             if share:
-                member.commanded += share
                 member.command(f"send {share}")
         target = before + total
 
@@ -1062,8 +1077,6 @@ class _MemberProcess:
             return  # the dispatch thread reports the loss; the next call counts the unsent
         self.sent += 1
         self.to_send -= 1
-        if self.to_send == 0:
-            self.report(ev="sent", count=self.sent)
 
     def command(self, line: str) -> bool:
         """Runs one command; False to exit."""
