@@ -433,10 +433,10 @@ class _Demo:
             by_reason: dict[int, list[str]] = {}
             for nodeid, pid, reason in listing:
                 by_reason.setdefault(reason, []).append(self.label((nodeid, pid)))
-            for reason, labels in by_reason.items():
+            for reason, labels in sorted(by_reason.items()):
                 name = cpg.Reason(reason).name
-                parts.append(paint(f"{' '.join(labels)} {verb} ({name})"))
-        members = " ".join(self.label(address) for address in event.members)
+                parts.append(paint(f"{' '.join(sorted(labels))} {verb} ({name})"))
+        members = " ".join(sorted(self.label(address) for address in event.members))
         return f"{', '.join(parts)} {self.style.dim(self.style.arrow)} members {members}"
 
     # Members -----------------------------------------------------------------------------
