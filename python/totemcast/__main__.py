@@ -1,6 +1,7 @@
 """The `totemcast` command line (also `python -m totemcast`)."""
 
 import argparse
+import importlib
 import signal
 import sys
 
@@ -15,6 +16,14 @@ NATIVE_COMMANDS = {
     "cpgtool": "CPG groups and their members on a running node [--json]",
 }
 
+#: Commands implemented in Python, in `totemcast.<name>.main(args)`.
+PYTHON_COMMANDS = {
+    "demo": "a 3-node loopback cluster, ordered messages, a node killed and merged back",
+}
+
+#: Every command, as `--help` lists them.
+COMMANDS = {**PYTHON_COMMANDS, **NATIVE_COMMANDS}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the parser of the `totemcast` command line."""
@@ -22,20 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="totemcast",
         description="Group communication with extended virtual synchrony (Totem).",
         epilog="commands:\n"
-        + "\n".join(f"  {name:<8} {text}" for name, text in NATIVE_COMMANDS.items())
+        + "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items())
         + "\n\n`totemcast COMMAND --help` shows a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"totemcast {totemcast.__version__}")
-    parser.add_argument(
-        "command", nargs="?", choices=sorted(NATIVE_COMMANDS), help=argparse.SUPPRESS
-    )
+    parser.add_argument("command", nargs="?", choices=sorted(COMMANDS), help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line with `argv` (default: `sys.argv[1:]`); returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in PYTHON_COMMANDS:
+        command = importlib.import_module(f"totemcast.{args[0]}")
+        status: int = command.main(args[1:])
+        return status
     if args and args[0] in NATIVE_COMMANDS:
         if args[0] == "node":
             # The node handles SIGINT itself (it leaves the ring); Python's handler would raise
