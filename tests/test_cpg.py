@@ -93,9 +93,10 @@ def test_callbacks_must_be_callable(socket: Path) -> None:
         cpg.Handle(totem_confchg=3, socket=socket)  # type: ignore[arg-type]
 
 
-def test_an_embedded_node_is_not_available_yet(socket: Path) -> None:
-    with pytest.raises(totemcast.NotSupportedError, match=r"totemcast\.Node"):
-        cpg.Handle(node=object(), socket=socket)
+def test_node_must_be_an_embedded_node(socket: Path) -> None:
+    # Handles through a `totemcast.Node` are tested in test_node.py.
+    with pytest.raises(TypeError, match=r"totemcast\.Node"):
+        cpg.Handle(node=object(), socket=socket)  # type: ignore[arg-type]
 
 
 def test_initial_totem_conf_follows_the_first_confchg(node: LocalCluster, group: str) -> None:

@@ -4,7 +4,9 @@ Processes join named groups, see agreed membership changes and multicast message
 member delivers in the same total order (the Totem single-ring protocol). The API has the
 shape of Corosync's CPG (`totemcast.cpg`) and EVS (`totemcast.evs`) libraries;
 `totemcast.aio` is the asyncio front and `totemcast.testing.LocalCluster` starts a local
-cluster of nodes for tests and demos. A delivered message is a `Message`, a read-only buffer.
+cluster of nodes for tests and demos. `Node` runs a node inside this process; handles made
+with `node=` talk to it without a socket. A delivered message is a `Message`, a read-only
+buffer.
 
 Errors are `totemcast.Error` subclasses, one per Corosync `cs_error_t` code; `CsError` is the
 `IntEnum` of those codes with Corosync's numbers.
@@ -29,6 +31,7 @@ from totemcast._native import (
     MessageError,
     NameNotFoundError,
     NameTooLongError,
+    Node,
     NoMemoryError,
     NoResourcesError,
     NoSectionsError,
@@ -69,6 +72,7 @@ __all__ = [
     "NoResourcesError",
     "NoSectionsError",
     "NoSpaceError",
+    "Node",
     "NotExistError",
     "NotSupportedError",
     "QueueFullError",

@@ -48,6 +48,7 @@ __all__ = [
     "NoResourcesError",
     "NoSectionsError",
     "NoSpaceError",
+    "Node",
     "NotExistError",
     "NotSupportedError",
     "QueueFullError",
@@ -330,15 +331,16 @@ class CpgHandle:
         initial_totem_conf: deliver the current totem configuration at once, as the first
             event (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
         context: any object, returned by `context_get()`.
-        node: an embedded `totemcast.Node` to talk to instead of a socket (not available
-            yet: `NotSupportedError`).
+        node: an embedded `totemcast.Node` to talk to (through a socket pair, not its
+            socket), instead of `socket`.
         socket: the node's socket path.
 
     Raises:
-        LibraryError: no node listens on the socket.
+        LibraryError: no node listens on the socket, or `node` is stopped.
+        InvalidParamError: both `node` and `socket` given.
         AccessError: the node does not allow this user.
         VersionError: the node speaks another IPC version.
-        TypeError: a callback is not callable.
+        TypeError: a callback is not callable, or `node` is not a `totemcast.Node`.
     """
 
     def __new__(
@@ -352,7 +354,7 @@ class CpgHandle:
         *,
         initial_totem_conf: bool = False,
         context: Any = None,
-        node: Any = None,
+        node: Node | None = None,
         socket: str | PathLike[str] | None = None,
     ) -> Self: ...
     def join(self, group: str | bytes) -> None:
@@ -557,3 +559,75 @@ class CpgHandle:
         /,
     ) -> bool:
         """Finalizes the handle unless it is finalized already."""
+
+@final
+class Node:
+    """An embedded totemcast node: the node runs on a thread of this process.
+
+    It is the same node as `totemcast node` (the same protocol, services and `[ipc] socket`
+    for other processes). `cpg.Handle(node=n)` and `evs.Handle(node=n)` talk to it through a
+    socket pair, without its socket. A node is a context manager: leaving the block stops it,
+    which is a clean leave (the other nodes form their next ring at once, without waiting for
+    a token timeout); dropping the object stops it too. Starting, stopping and `status()`
+    release the GIL. Handles of a stopped node get `LibraryError`.
+
+    `config` is the node's configuration (the TOML file format of `totemcast node`), given as
+
+    * a path: an `os.PathLike`, or a `str` without a newline;
+    * TOML text: a `str` with a newline (relative paths in it are taken from the current
+      directory);
+    * a `dict` in the shape of the TOML document, e.g. `{"totem": {"cluster_name": "c"},
+      "node": [{"nodeid": 1, "addr": "127.0.0.1:5405"}], ...}`: values are bool, int, float,
+      str, path (`os.PathLike`, written as a str), list, tuple and dict.
+
+    `nodeid` selects this node among the `[[node]]` entries; without it, the entry whose
+    address is on this machine (which must be one).
+
+    Raises:
+        InvalidParamError: a bad configuration; the message names the key (`<dict>: totem.token:
+            ...`), or `nodeid` is not in the node list.
+        LibraryError: the node cannot start (its port or socket is taken, an unreadable
+            authkey, ...).
+        TypeError: `config` is none of the three forms.
+    """
+
+    def __new__(
+        cls, config: str | PathLike[str] | dict[str, Any], nodeid: int | None = None
+    ) -> Self: ...
+    @property
+    def nodeid(self) -> int:
+        """This node's id."""
+
+    @property
+    def socket(self) -> str:
+        """The socket other processes reach this node on (`[ipc] socket`)."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the node runs (it has not been stopped)."""
+
+    def status(self) -> dict[str, Any]:
+        """The node's status, as `totemcast status --json` shows it (`state`, `members`,
+        `ring_id`, `counters`, ...).
+
+        Raises:
+            LibraryError: the node is stopped.
+        """
+
+    def stop(self) -> None:
+        """Leaves the ring cleanly and stops the node (its handles then get `LibraryError`);
+        nothing if it is stopped already.
+
+        Raises:
+            LibraryError: the node's thread ended with an error.
+        """
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool:
+        """Stops the node."""

@@ -15,7 +15,8 @@ order. Enum values and member names are Corosync's (`CPG_TYPE_AGREED` is
         handle.mcast_joined(cpg.Guarantee.AGREED, b"hello")
         handle.dispatch(cpg.DispatchFlags.ONE)
 
-The node is found through `socket=`, else `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`.
+The node is `node=` (an embedded `totemcast.Node`, reached without a socket), else the one on
+`socket=`, else on `$TOTEMCAST_SOCKET`, else on `DEFAULT_SOCKET`.
 """
 
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from totemcast._native import (
     InvalidParamError,
     IterationType,
     Message,
+    Node,
     Reason,
     ZcbBuffer,
 )
@@ -108,13 +110,13 @@ def initialize(
     *,
     initial_totem_conf: bool = False,
     context: Any = None,
-    node: Any = None,
+    node: Node | None = None,
     socket: str | PathLike[str] | None = None,
 ) -> Handle:
     """`cpg_initialize`: connects to the node and returns a `Handle` (the same as `Handle(...)`).
 
     Raises:
-        LibraryError: no node listens on the socket.
+        LibraryError: no node listens on the socket, or the embedded node is stopped.
         AccessError: the node does not allow this user.
     """
     return Handle(
@@ -137,7 +139,7 @@ def model_initialize(
     flags: int = 0,
     initial_totem_conf: bool = False,
     context: Any = None,
-    node: Any = None,
+    node: Node | None = None,
     socket: str | PathLike[str] | None = None,
 ) -> Handle:
     """`cpg_model_initialize`: `initialize` with Corosync's model and flags.

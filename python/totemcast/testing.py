@@ -13,6 +13,12 @@
         cluster.restart(2)
         cluster.wait_for_ring()
 
+Nodes listed in `embedded=` run inside this process as `totemcast.Node`s instead (for handles
+made with `node=cluster.node(i)`); `stop(i)` is their clean leave, and they cannot be killed::
+
+    with LocalCluster(3, embedded=[2]) as cluster:
+        handle = evs.Handle(node=cluster.node(2))
+
 Nodes are numbered by index from 0; node `i` has node id `i + 1`. Each node gets a free
 loopback UDP port, its own socket and state directory in a temporary directory, and one shared
 authkey; the configuration is written as `tests/node_harness` does for the Rust tests. The
@@ -38,6 +44,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from totemcast import _native
+from totemcast._native import Node
 from totemcast.cpg import RingId
 
 __all__ = ["ClusterError", "LocalCluster", "free_udp_port", "node_status"]
@@ -106,6 +113,8 @@ class LocalCluster:
         start: start the nodes and wait for their ring on `__enter__`.
         timeout: seconds to wait for the ring on `__enter__`.
         extra_totem: lines added to every node's `[totem]` section.
+        embedded: indexes of the nodes that run in this process (`totemcast.Node`) rather
+            than as `totemcast node` processes.
     """
 
     def __init__(
@@ -120,10 +129,14 @@ class LocalCluster:
         start: bool = True,
         timeout: float = 30.0,
         extra_totem: str = "",
+        embedded: Iterable[int] = (),
     ) -> None:
         """Writes the configuration; starts nothing until `__enter__` or `start_all`."""
         if n < 1:
             raise ValueError("a cluster needs at least one node")
+        self._embedded = frozenset(embedded)
+        if not all(0 <= index < n for index in self._embedded):
+            raise ValueError(f"embedded node indexes must be in 0..{n - 1}")
         self.n = n
         self.name = name
         self.token_ms = token_ms
@@ -137,6 +150,7 @@ class LocalCluster:
         )
         self.directory.mkdir(parents=True, exist_ok=True)
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * n
+        self._nodes: list[Node | None] = [None] * n
         self.ports = [free_udp_port() for _ in range(n)]
         self._write_configs(extra_totem)
 
@@ -156,6 +170,10 @@ class LocalCluster:
         """The configuration file of node `index`."""
         self._check(index)
         return self.directory / f"node-{index + 1}.toml"
+
+    def config_text(self, index: int) -> str:
+        """The configuration of node `index` as TOML text (for `totemcast.Node(config=...)`)."""
+        return self.config(index).read_text()
 
     def log(self, index: int) -> Path:
         """The log file (stderr) of node `index`."""
@@ -186,13 +204,37 @@ class LocalCluster:
 
     # Processes -------------------------------------------------------------------------------
 
+    def is_embedded(self, index: int) -> bool:
+        """Whether node `index` runs in this process (see `embedded=`)."""
+        self._check(index)
+        return index in self._embedded
+
+    def node(self, index: int) -> Node:
+        """The embedded node `index` (for `cpg.Handle(node=...)`, `evs.Handle(node=...)`).
+
+        Raises:
+            ClusterError: node `index` is not embedded or does not run.
+        """
+        if not self.is_embedded(index):
+            raise ClusterError(f"node {index + 1} is a process, not embedded (see embedded=)")
+        node = self._nodes[index]
+        if node is None or not node.running:
+            raise ClusterError(f"node {index + 1} does not run")
+        return node
+
     def running(self, index: int) -> bool:
         """Whether node `index` runs."""
+        if self.is_embedded(index):
+            node = self._nodes[index]
+            return node is not None and node.running
         process = self._processes[index]
         return process is not None and process.poll() is None
 
     def pid(self, index: int) -> int:
-        """The process id of node `index` (which must run)."""
+        """The process id of node `index` (which must run; this process for an embedded one)."""
+        if self.is_embedded(index):
+            self.node(index)
+            return os.getpid()
         process = self._processes[index]
         if process is None:
             raise ClusterError(f"node {index + 1} does not run")
@@ -202,6 +244,9 @@ class LocalCluster:
         """Starts node `index` (it must not run)."""
         if self.running(index):
             raise ClusterError(f"node {index + 1} runs already")
+        if self.is_embedded(index):
+            self._nodes[index] = Node(config=self.config(index), nodeid=index + 1)
+            return
         with self.log(index).open("ab") as log:
             self._processes[index] = subprocess.Popen(
                 [
@@ -229,7 +274,13 @@ class LocalCluster:
                 self.start(index)
 
     def kill(self, index: int) -> None:
-        """SIGKILL node `index` and reap it (a crash: no clean leave)."""
+        """SIGKILL node `index` and reap it (a crash: no clean leave).
+
+        Raises:
+            ClusterError: the node does not run, or is embedded (stop it instead).
+        """
+        if self.is_embedded(index):
+            raise ClusterError(f"node {index + 1} runs in this process: stop() it, not kill()")
         process = self._processes[index]
         if process is None:
             raise ClusterError(f"node {index + 1} does not run")
@@ -238,7 +289,15 @@ class LocalCluster:
         process.wait()
 
     def stop(self, index: int, timeout: float = 20.0) -> int:
-        """SIGTERM node `index` (it leaves the ring cleanly) and wait; returns its exit status."""
+        """SIGTERM node `index` (it leaves the ring cleanly) and wait; returns its exit status.
+
+        An embedded node is stopped in this process (0).
+        """
+        if self.is_embedded(index):
+            node = self.node(index)
+            self._nodes[index] = None
+            node.stop()
+            return 0
         process = self._processes[index]
         if process is None:
             raise ClusterError(f"node {index + 1} does not run")
@@ -252,23 +311,35 @@ class LocalCluster:
             raise ClusterError(f"node {index + 1} did not stop within {timeout} s") from None
 
     def restart(self, index: int) -> None:
-        """Starts node `index` again, killing it first if it runs."""
-        if self.running(index) or self._processes[index] is not None:
+        """Starts node `index` again, killing it first if it runs (an embedded one: stopping)."""
+        if self.is_embedded(index):
+            if self.running(index):
+                self.stop(index)
+        elif self.running(index) or self._processes[index] is not None:
             self.kill(index)
         self.start(index)
 
     def pause(self, index: int) -> None:
-        """SIGSTOP node `index`."""
-        os.kill(self.pid(index), signal.SIGSTOP)
+        """SIGSTOP node `index` (not an embedded one: that would stop this process)."""
+        os.kill(self._process_pid(index), signal.SIGSTOP)
 
     def resume(self, index: int) -> None:
         """SIGCONT node `index`."""
-        os.kill(self.pid(index), signal.SIGCONT)
+        os.kill(self._process_pid(index), signal.SIGCONT)
+
+    def _process_pid(self, index: int) -> int:
+        if self.is_embedded(index):
+            raise ClusterError(f"node {index + 1} runs in this process and cannot be signalled")
+        return self.pid(index)
 
     def close(self) -> None:
-        """Kills every node that runs."""
+        """Kills every node that runs (stops the embedded ones)."""
         for index in range(self.n):
-            if self._processes[index] is not None:
+            if self.is_embedded(index):
+                node, self._nodes[index] = self._nodes[index], None
+                if node is not None:
+                    node.stop()
+            elif self._processes[index] is not None:
                 self.kill(index)
 
     # Waiting ---------------------------------------------------------------------------------
@@ -291,8 +362,7 @@ class LocalCluster:
         last: list[dict[str, Any] | None] = []
         while True:
             for index in indexes:
-                process = self._processes[index]
-                if process is None or process.poll() is not None:
+                if not self.running(index):
                     raise ClusterError(
                         f"node {index + 1} is not running; its log:\n{self._tail(index)}"
                     )

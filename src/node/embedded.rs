@@ -134,7 +134,7 @@ impl Node {
     }
 
     /// One end of a new socket pair whose other end the driver serves.
-    fn local_stream(&self) -> Result<std::os::unix::net::UnixStream> {
+    pub(crate) fn local_stream(&self) -> Result<std::os::unix::net::UnixStream> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|error| Error::Library(format!("socket pair: {error}").into()))?;
         self.commands

@@ -30,16 +30,17 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::buffer::{InputBuffer, PyMessage, PyZcbBuffer};
+use super::node::PyNode;
 use crate::api::{DispatchFlags, Guarantee, IterationType};
 use crate::cpg::{Event, Handle, Options};
 use crate::error::Error;
 
 /// Longest stretch a wait goes without checking for signals (Ctrl-C).
-const SLICE: Duration = Duration::from_millis(100);
+pub(super) const SLICE: Duration = Duration::from_millis(100);
 /// Most events one `dispatch` reads per release of the GIL.
-const BATCH_EVENTS: usize = 1024;
+pub(super) const BATCH_EVENTS: usize = 1024;
 /// Most payload bytes one `dispatch` reads per release of the GIL (at least one event).
-const BATCH_BYTES: usize = 4 << 20;
+pub(super) const BATCH_BYTES: usize = 4 << 20;
 /// Messages up to this size are copied from the caller's buffers into the ring with the GIL
 /// held (they fit one ring record: no waiting). Larger ones are copied out first, then sent
 /// with the GIL released, since sending them may wait for the node to read earlier parts.
@@ -156,7 +157,7 @@ impl State {
 }
 
 /// Makes the wake-up descriptor readable.
-fn signal(wakeup: &OwnedFd) {
+pub(super) fn signal(wakeup: &OwnedFd) {
     let _ = nix::unistd::write(wakeup, &1u64.to_ne_bytes());
 }
 
@@ -167,7 +168,11 @@ fn clear(wakeup: &OwnedFd) {
 }
 
 /// Waits up to `timeout` for the wake-up descriptor or `cancel` (finalize); never consumes.
-fn wait_readable(wakeup: &OwnedFd, cancel: &OwnedFd, timeout: Duration) -> Result<(), Error> {
+pub(super) fn wait_readable(
+    wakeup: &OwnedFd,
+    cancel: &OwnedFd,
+    timeout: Duration,
+) -> Result<(), Error> {
     let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
     let mut set = [
         PollFd::new(wakeup.as_fd(), PollFlags::POLLIN),
@@ -203,8 +208,9 @@ struct Refs {
 /// `group` comes back as `str` if it was joined as `str`, else `bytes`. The node is found through
 /// `socket=`, else `$TOTEMCAST_SOCKET`, else `cpg.DEFAULT_SOCKET`. Waits release the GIL and
 /// Ctrl-C interrupts them; the handle may be shared between threads. `initial_totem_conf=True`
-/// delivers the totem configuration right after the first confchg. `node=` (an embedded node) is
-/// not available yet. A handle is a context manager that finalizes on exit.
+/// delivers the totem configuration right after the first confchg. `node=` (an embedded
+/// `totemcast.Node`) talks to that node without a socket. A handle is a context manager that
+/// finalizes on exit.
 ///
 /// Raises LibraryError (no node on the socket), AccessError, VersionError, TypeError (a callback
 /// that is not callable).
@@ -254,7 +260,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for GroupName {
     }
 }
 
-fn bad_handle() -> PyErr {
+pub(super) fn bad_handle() -> PyErr {
     Error::BadHandle("the handle is finalized".into()).into()
 }
 
@@ -263,7 +269,7 @@ fn finalized_while_waiting() -> PyErr {
 }
 
 /// The socket to use: the argument, else `$TOTEMCAST_SOCKET`, else the default.
-fn resolve_socket(socket: Option<PathBuf>) -> PathBuf {
+pub(super) fn resolve_socket(socket: Option<PathBuf>) -> PathBuf {
     socket
         .or_else(|| {
             std::env::var_os("TOTEMCAST_SOCKET")
@@ -273,7 +279,7 @@ fn resolve_socket(socket: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(crate::node::config_file::DEFAULT_SOCKET))
 }
 
-fn check_callback(name: &str, callback: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+pub(super) fn check_callback(name: &str, callback: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     match callback {
         Some(callback) if !callback.is_none() && !callback.is_callable() => Err(
             PyTypeError::new_err(format!("{name} must be callable or None")),
@@ -290,7 +296,7 @@ fn group_object<'py>(py: Python<'py>, group: &Bytes, as_str: bool) -> Bound<'py,
     PyBytes::new(py, group).into_any()
 }
 
-fn some_object(object: Option<Bound<'_, PyAny>>) -> Option<Py<PyAny>> {
+pub(super) fn some_object(object: Option<Bound<'_, PyAny>>) -> Option<Py<PyAny>> {
     object.filter(|o| !o.is_none()).map(Bound::unbind)
 }
 
@@ -626,17 +632,14 @@ impl PyCpgHandle {
         check_callback("deliver", deliver.as_ref())?;
         check_callback("confchg", confchg.as_ref())?;
         check_callback("totem_confchg", totem_confchg.as_ref())?;
-        if node.as_ref().is_some_and(|node| !node.is_none()) {
-            return Err(Error::NotSupported(
-                "Handle(node=...) needs totemcast.Node, which the Python package does not have \
-                 yet; connect to the node's socket with socket="
-                    .into(),
-            )
-            .into());
-        }
-        let socket = resolve_socket(socket);
         let options = Options { initial_totem_conf };
-        let handle = py.detach(|| Handle::connect_with(&socket, options))?;
+        let handle = if let Some(node) = node.as_ref().filter(|node| !node.is_none()) {
+            let stream = PyNode::stream_of(node, socket.as_ref())?;
+            py.detach(|| Handle::connect_stream(stream, options))?
+        } else {
+            let socket = resolve_socket(socket);
+            py.detach(|| Handle::connect_with(&socket, options))?
+        };
         let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
         let wakeup = handle
             .wakeup_eventfd()?

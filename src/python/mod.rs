@@ -7,6 +7,7 @@
 mod buffer;
 mod cpg;
 mod errors;
+mod node;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -68,5 +69,6 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("ZcbBuffer", py.get_type::<buffer::PyZcbBuffer>())?;
     // `CpgHandle` here, `totemcast.cpg.Handle` for users (`evs.Handle` is another class).
     module.add("CpgHandle", py.get_type::<cpg::PyCpgHandle>())?;
+    module.add("Node", py.get_type::<node::PyNode>())?;
     Ok(())
 }
