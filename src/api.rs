@@ -122,6 +122,26 @@ api_enum! {
     }
 }
 
+api_enum! {
+    /// Which kind of totem configuration an EVS confchg is (Corosync's
+    /// `totem_configuration_type`).
+    ConfigurationType, "configuration type (REGULAR=0, TRANSITIONAL=1)" {
+        /// A new ring's configuration: its members and who joined.
+        Regular = 0 => "REGULAR",
+        /// The members of the old ring that move on together to the new one, and who left.
+        Transitional = 1 => "TRANSITIONAL",
+    }
+}
+
+impl From<crate::totem::ConfigurationKind> for ConfigurationType {
+    fn from(kind: crate::totem::ConfigurationKind) -> ConfigurationType {
+        match kind {
+            crate::totem::ConfigurationKind::Regular => ConfigurationType::Regular,
+            crate::totem::ConfigurationKind::Transitional => ConfigurationType::Transitional,
+        }
+    }
+}
+
 /// Every enum that the Python module exports as an `IntEnum`.
 pub const PYTHON_ENUMS: &[EnumInfo] = &[
     Guarantee::INFO,
@@ -129,6 +149,7 @@ pub const PYTHON_ENUMS: &[EnumInfo] = &[
     Reason::INFO,
     FlowControlState::INFO,
     IterationType::INFO,
+    ConfigurationType::INFO,
 ];
 
 /// Longest CPG group name in bytes (`CPG_MAX_NAME_LENGTH`).
@@ -171,6 +192,8 @@ mod tests {
         assert_eq!(u32::from(Reason::ProcDown), 5);
         assert_eq!(u32::from(FlowControlState::Enabled), 1);
         assert_eq!(u32::from(IterationType::All), 3);
+        assert_eq!(u32::from(ConfigurationType::Regular), 0);
+        assert_eq!(u32::from(ConfigurationType::Transitional), 1);
     }
 
     #[test]
@@ -184,6 +207,7 @@ mod tests {
                     "Reason" => Reason::try_from(value).map(u32::from),
                     "FlowControlState" => FlowControlState::try_from(value).map(u32::from),
                     "IterationType" => IterationType::try_from(value).map(u32::from),
+                    "ConfigurationType" => ConfigurationType::try_from(value).map(u32::from),
                     other => panic!("enum {other} missing from this test"),
                 };
                 assert_eq!(back, Ok(value));

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::Read as _;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -26,6 +27,11 @@ pub(crate) struct Session {
     /// Event records read while waiting for an answer, in order: (kind, body).
     pending: VecDeque<(u32, Vec<u8>)>,
     buffer: Vec<u8>,
+    /// The answer to the request in flight, when it was read before its caller polled for it
+    /// (by a read of events in another thread).
+    answers: VecDeque<Vec<u8>>,
+    /// Answers still to come for requests whose caller stopped waiting: dropped when they come.
+    stale_answers: usize,
 }
 
 impl Session {
@@ -54,6 +60,8 @@ impl Session {
             answer,
             pending: VecDeque::new(),
             buffer: Vec::new(),
+            answers: VecDeque::new(),
+            stale_answers: 0,
         }
     }
 
@@ -97,20 +105,66 @@ impl Session {
     /// Sends a request and waits for its answer record; returns the record's body (the service
     /// decodes it). Events that come first are kept for dispatch.
     pub(crate) fn request(&mut self, kind: u32, body: &[u8]) -> Result<Vec<u8>> {
+        self.start_request(kind, body)?;
+        loop {
+            if let Some(answer) = self.poll_answer()? {
+                return Ok(answer);
+            }
+            self.wait()?;
+        }
+    }
+
+    /// Sends a request whose answer the caller then takes with [`Session::poll_answer`] (or
+    /// gives up with [`Session::abandon_request`]); one at a time.
+    pub(crate) fn start_request(&mut self, kind: u32, body: &[u8]) -> Result<()> {
         match self.endpoint.tx.push(kind, body).map_err(lost)? {
             Ok(wake) => {
                 if wake {
                     self.endpoint.wake_peer();
                 }
+                Ok(())
             }
-            Err(_) => return Err(Error::TryAgain("the request ring is full".into())),
+            Err(_) => Err(Error::TryAgain("the request ring is full".into())),
         }
+    }
+
+    /// The answer to the request in flight if it has come; events read meanwhile are kept for
+    /// dispatch. Never waits: when the answer is not there, the session counts as asleep, so the
+    /// node makes the descriptor readable with its next record. `CS_ERR_LIBRARY` when the node
+    /// has gone away.
+    pub(crate) fn poll_answer(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
-            match self.read_record()? {
-                Some(kind) if kind == self.answer => return Ok(std::mem::take(&mut self.buffer)),
-                Some(kind) => self.pending.push_back((kind, self.buffer.clone())),
-                None => self.wait()?,
+            if let Some(answer) = self.answers.pop_front() {
+                return Ok(Some(answer));
             }
+            match self.read_record()? {
+                Some(kind) if kind == self.answer => self.keep_answer(),
+                Some(kind) => self.pending.push_back((kind, self.buffer.clone())),
+                // Asleep, and the node still there (its wake-up meanwhile is consumed: read on).
+                None => {
+                    if self.endpoint.rx.prepare_to_sleep() && !self.sleep(Some(Duration::ZERO))? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives up waiting for the request in flight: it still reaches the node, and its answer
+    /// is dropped.
+    pub(crate) fn abandon_request(&mut self) {
+        if self.answers.pop_front().is_none() {
+            self.stale_answers += 1;
+        }
+    }
+
+    /// Keeps the answer record in `buffer` for [`Session::poll_answer`], or drops it if its
+    /// request was abandoned.
+    fn keep_answer(&mut self) {
+        if self.stale_answers > 0 {
+            self.stale_answers -= 1;
+        } else {
+            self.answers.push_back(std::mem::take(&mut self.buffer));
         }
     }
 
@@ -154,11 +208,41 @@ impl Session {
         }
         self.endpoint.clear_wakeup();
         while let Some(kind) = self.read_record()? {
+            if kind == self.answer {
+                self.keep_answer();
+                continue;
+            }
             if let Some(event) = decode(kind, &self.buffer) {
                 return Ok(Some(event));
             }
         }
         Ok(None)
+    }
+
+    /// The next event if one is there (never waits), for callers that wait on the descriptor
+    /// themselves. When there is none, the session counts as asleep, so the node makes the
+    /// descriptor readable with its next record.
+    pub(crate) fn try_next_event<E>(
+        &mut self,
+        decode: impl Fn(u32, &[u8]) -> Option<E>,
+    ) -> Result<Option<E>> {
+        loop {
+            if let Some(event) = self.next_event(&decode)? {
+                return Ok(Some(event));
+            }
+            if self.endpoint.rx.prepare_to_sleep() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits until an event may be there or `timeout` passes; false on timeout. Returns at
+    /// once if records wait. `CS_ERR_LIBRARY` when the node has gone away.
+    pub(crate) fn wait_for_event(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        if !self.pending.is_empty() || !self.endpoint.rx.prepare_to_sleep() {
+            return Ok(true);
+        }
+        self.sleep(timeout)
     }
 
     /// Copies the next record of the event ring into `buffer` and releases it; its kind.
@@ -179,14 +263,25 @@ impl Session {
         if !self.endpoint.rx.prepare_to_sleep() {
             return Ok(());
         }
+        self.sleep(None).map(|_| ())
+    }
+
+    /// Sleeps (marked asleep already) until the node wakes this side, goes away, or `timeout`
+    /// passes (false then).
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+        };
         let mut fds = [
             PollFd::new(self.endpoint.stream.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.endpoint.wakeup(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        let ready = match poll(&mut fds, timeout) {
+            Ok(ready) => ready > 0,
+            Err(nix::errno::Errno::EINTR) => true,
             Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
-        }
+        };
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             let mut byte = [0u8; 1];
             match (&self.endpoint.stream).read(&mut byte) {
@@ -197,7 +292,15 @@ impl Session {
             }
         }
         self.endpoint.clear_wakeup();
-        Ok(())
+        Ok(ready)
+    }
+
+    /// After `CS_ERR_TRY_AGAIN`, for callers that wait on the descriptor themselves: asks the
+    /// node to make it readable once it has released room for a record of `len` bytes; false
+    /// when the room is there already (retry at once).
+    pub(crate) fn notify_when_writable(&mut self, len: usize) -> Result<bool> {
+        let record = len.min(self.endpoint.tx.payload_max());
+        self.endpoint.tx.prepare_to_wait(record).map_err(lost)
     }
 
     /// The wake-up descriptor as a raw fd (`*_fd_get`).

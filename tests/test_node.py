@@ -14,7 +14,7 @@ import pytest
 
 import totemcast
 from conftest import WITHIN, Recorder, dispatch_until
-from totemcast import Node, aio, cpg
+from totemcast import Node, aio, cpg, evs
 from totemcast.cpg import DispatchFlags, Guarantee, Reason
 from totemcast.testing import ClusterError, LocalCluster
 
@@ -73,6 +73,8 @@ def test_a_node_is_a_context_manager_that_stops(layout: LocalCluster) -> None:
         assert isinstance(status["counters"], dict)
         handle = cpg.Handle(node=node)
         assert handle.local_get() == 1
+        evs_handle = evs.Handle(node=node)
+        assert evs_handle.dispatch(DispatchFlags.ONE) == 1  # the current configuration
     assert not node.running
     assert "stopped" in repr(node)
     node.stop()  # stopping again does nothing
@@ -80,13 +82,18 @@ def test_a_node_is_a_context_manager_that_stops(layout: LocalCluster) -> None:
         node.status()
     with pytest.raises(totemcast.LibraryError, match="stopped"):
         cpg.Handle(node=node)
+    with pytest.raises(totemcast.LibraryError, match="stopped"):
+        evs.Handle(node=node)
     # A handle of the stopped node finds it gone.
     with pytest.raises(totemcast.LibraryError):
         handle.dispatch(DispatchFlags.BLOCKING)
     handle.finalize()
+    with pytest.raises(totemcast.LibraryError, match="closed"):
+        evs_handle.dispatch()  # not only a waiting dispatch
+    evs_handle.finalize()
 
 
-def test_cpg_handles_through_the_node_and_its_socket(node: Node) -> None:
+def test_cpg_and_evs_handles_through_the_node_and_its_socket(node: Node) -> None:
     pid = os.getpid()
     local, remote = Recorder(), Recorder()
     with (
@@ -105,6 +112,14 @@ def test_cpg_handles_through_the_node_and_its_socket(node: Node) -> None:
         assert remote.events[-1] == ("deliver", b"h", 1, pid, b"to h")
         assert embedded.membership_get("h") == [cpg.Address(1, pid)]
         assert through_socket.membership_get("g") == [cpg.Address(1, pid)]
+    received: list[bytes] = []
+    with evs.Handle(lambda h, n, p, msg: received.append(bytes(msg)), node=node) as handle:
+        assert handle.membership_get() == (1, [1])
+        handle.join("k")
+        handle.mcast_joined(AGREED, b"evs")
+        handle.dispatch(DispatchFlags.ONE)  # the current configuration
+        handle.dispatch(DispatchFlags.ONE)
+        assert received == [b"evs"]
     with cpg.initialize(node=node) as handle:
         assert handle.local_get() == 1
     with pytest.raises(totemcast.InvalidParamError, match="not both"):
@@ -192,9 +207,13 @@ def test_an_embedded_node_in_a_local_cluster_leaves_cleanly_when_stopped() -> No
             cluster.pause(1)
 
         watch, gone = Recorder(), Recorder()
+        configurations: list[tuple[Any, ...]] = []
         with (
             watch.handle(cluster.socket(0)) as watching,
             cpg.Handle(gone.deliver, gone.confchg, node=node) as embedded,
+            evs.Handle(
+                confchg=lambda h, *c: configurations.append(c), socket=cluster.socket(0)
+            ) as evs_watch,
         ):
             watching.join("g")
             dispatch_until([(watching, watch)], lambda: len(watch.events) == 1)
@@ -221,6 +240,23 @@ def test_an_embedded_node_in_a_local_cluster_leaves_cleanly_when_stopped() -> No
             with pytest.raises(totemcast.LibraryError):
                 embedded.dispatch(DispatchFlags.BLOCKING)
 
+            wait_for(lambda: evs_watch.dispatch() >= 0 and configurations[-1][3] == ring)
+            assert configurations[-2:] == [
+                ([1], [2], [], ring, evs.ConfigurationType.TRANSITIONAL),
+                ([1], [], [], ring, evs.ConfigurationType.REGULAR),
+            ]
+
         cluster.start(1)  # an embedded node starts again in this process
         cluster.wait_for_ring()
         assert cluster.node(1) is not node
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### EVS and an embedded node from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("REGULAR RingId(nodeid=1, seq=")
+    assert lines[0].endswith("[1, 2] [] []")
+    assert lines[1] == f"2/{os.getpid()}: b'to audit'"

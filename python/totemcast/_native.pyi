@@ -26,11 +26,13 @@ __all__ = [
     "BadHandleError",
     "BadOperationError",
     "BusyError",
+    "ConfigurationType",
     "ContextNotFoundError",
     "CpgHandle",
     "CsError",
     "DispatchFlags",
     "Error",
+    "EvsHandle",
     "ExistError",
     "FailedOperationError",
     "FlowControlState",
@@ -149,6 +151,12 @@ class IterationType(IntEnum):
     NAME_ONLY = 1
     ONE_GROUP = 2
     ALL = 3
+
+class ConfigurationType(IntEnum):
+    """Which kind of totem configuration an EVS confchg is (`totem_configuration_type`)."""
+
+    REGULAR = 0
+    TRANSITIONAL = 1
 
 class Error(Exception):
     """Base class of totemcast errors; `code` is the error's `CsError`."""
@@ -548,6 +556,196 @@ class CpgHandle:
         (reason `PROCDOWN`) unless it left first. No callbacks run afterwards, a `dispatch`
         waiting in another thread returns, and every later call raises `BadHandleError` -
         a second `finalize` too, as in Corosync.
+        """
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool:
+        """Finalizes the handle unless it is finalized already."""
+
+@final
+class EvsHandle:
+    """A connection to the node's EVS service: `totemcast.evs.Handle`.
+
+    Corosync's `evs_*` calls as methods. Groups are keys of 1 to 32 bytes (a `str` is UTF-8
+    encoded), zero-padded to 32 bytes, and only a receive filter: the handle receives each
+    message sent to at least one group it joined, once (its own messages too), whichever of
+    its groups matched. Joining and leaving are local to the handle and announce nothing.
+    Wherever groups are taken, one `str` or `bytes` is one group, otherwise an iterable of
+    them; at most 50 per call.
+
+    Callbacks run inside `dispatch`, in delivery order (one total order with the messages of
+    every sender, for AGREED and SAFE):
+
+    * `deliver(handle, nodeid, pid, msg)`: a message from process `pid` on node `nodeid`
+      (Corosync gave the node only); `msg` is a read-only `Message` buffer.
+    * `confchg(handle, members, left, joined, ring_id, kind)`: a totem configuration, in
+      Corosync's order (`evs_confchg_fn`) with the ring id (`RingId(nodeid, seq)`, never
+      missing: Corosync passed NULL) and its kind last, `ConfigurationType.TRANSITIONAL` (the
+      old ring's members that move on together, `left` the nodes that did not; `joined` is
+      empty) or `ConfigurationType.REGULAR` (the new ring's members, `joined` the new ones;
+      `left` is empty). Both carry the new ring's id. Node ids are sorted lists of `int`. The
+      first event of a handle is the current configuration, with `left` and `joined` empty.
+
+    Every wait (for the node's answer, for events) releases the GIL and Ctrl-C interrupts
+    it; a request interrupted that way (`join`, `leave`, `membership_get`) still reaches the
+    node. A handle may be used from several threads (one request at a time; a `dispatch` that
+    waits does not block the others) and from a signal handler while a request of its thread
+    waits, except for another request (`BusyError`). It is a context manager: leaving the
+    block finalizes it.
+
+    Args:
+        deliver: called for each message, or None.
+        confchg: called for each configuration, or None.
+        context: any object, returned by `context_get()`.
+        node: an embedded `totemcast.Node` to talk to (through a socket pair), instead of
+            `socket`.
+        socket: the node's socket path (default `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`).
+
+    Raises:
+        LibraryError: no node listens on the socket, or `node` is stopped.
+        AccessError: the node does not allow this user.
+        VersionError: the node speaks another IPC version.
+        InvalidParamError: both `node` and `socket` given.
+        TypeError: a callback is not callable, or `node` is not a `totemcast.Node`.
+    """
+
+    def __new__(
+        cls,
+        deliver: Callable[[EvsHandle, int, int, Message], object] | None = None,
+        confchg: Callable[
+            [EvsHandle, list[int], list[int], list[int], RingId, ConfigurationType], object
+        ]
+        | None = None,
+        *,
+        context: Any = None,
+        node: Node | None = None,
+        socket: str | PathLike[str] | None = None,
+    ) -> Self: ...
+    def join(self, groups: str | bytes | Iterable[str | bytes]) -> None:
+        """`evs_join`: adds `groups` to this handle's receive filter.
+
+        Joining a group again changes nothing; an empty iterable is a no-op. If Ctrl-C
+        interrupts the wait for the node's answer, the join still takes effect.
+
+        Raises:
+            TooManyGroupsError: more than 50 groups in the call, or more than 1024 joined.
+            InvalidParamError: an empty key.
+            NameTooLongError: a key longer than 32 bytes.
+            TypeError: a group that is not `str` or `bytes`.
+            BadHandleError: the handle is (or was, while the call waited) finalized.
+            BusyError: called from a signal handler while a request of this thread waits.
+            LibraryError: the connection to the node is lost.
+        """
+
+    def leave(self, groups: str | bytes | Iterable[str | bytes]) -> None:
+        """`evs_leave`: removes `groups` from this handle's filter (all or none of them).
+
+        Raises:
+            NotExistError: a group is not joined (then none is left).
+            TooManyGroupsError: more than 50 groups in the call.
+            InvalidParamError: an empty key.
+            NameTooLongError: a key longer than 32 bytes.
+            BadHandleError: the handle is finalized.
+        """
+
+    def joined(self) -> list[bytes]:
+        """The groups this handle has joined, sorted, as 32-byte keys (zero-padded)."""
+
+    def mcast_joined(self, guarantee: int, *buffers: Buffer) -> None:
+        """`evs_mcast_joined`: multicasts the concatenation of `buffers` to every group this
+        handle joined.
+
+        `buffers` is an iovec of buffer-protocol objects (bytes, bytearray, memoryview, numpy
+        arrays, `Message`), copied once into the node's request ring; the call never waits.
+        Every guarantee is honoured (Corosync sent everything AGREED).
+
+        Raises:
+            TryAgainError: the request ring is full and nothing was sent; the descriptor
+                (`fd_get()`) becomes readable when the node has made room.
+            NotExistError: the handle has joined no group.
+            TooBigError: the message is longer than `max_atomic_msgsize_get()`.
+            InvalidParamError: `guarantee` is not a `Guarantee`.
+            TypeError: a buffer is not a bytes-like object.
+            BadHandleError: the handle is finalized.
+        """
+
+    def mcast_groups(
+        self, guarantee: int, groups: str | bytes | Iterable[str | bytes], *buffers: Buffer
+    ) -> None:
+        """`evs_mcast_groups`: multicasts the concatenation of `buffers` to `groups`, which
+        this handle need not have joined (it receives the message only if it joined one).
+
+        Raises:
+            TooManyGroupsError: more than 50 groups.
+            InvalidParamError: no group, an empty key, or `guarantee` is not a `Guarantee`.
+            NameTooLongError: a key longer than 32 bytes.
+            TryAgainError: the request ring is full and nothing was sent.
+            TooBigError: the message is longer than `max_atomic_msgsize_get()`.
+            BadHandleError: the handle is finalized.
+        """
+
+    def membership_get(self) -> tuple[int, list[int]]:
+        """`evs_membership_get`: `(local_nodeid, nodeids)`, this node's id and the sorted
+        node ids of the current configuration.
+
+        Raises:
+            BadHandleError: the handle is finalized.
+            LibraryError: the connection to the node is lost.
+        """
+
+    def max_atomic_msgsize_get(self) -> int:
+        """The largest message this handle can send, in bytes."""
+
+    def dispatch(self, flags: int = 2) -> int:
+        """`evs_dispatch`: runs the callbacks of waiting events, in order; returns how many
+        events were handled.
+
+        * `DispatchFlags.ALL` (the default): every event waiting now; never waits.
+        * `DispatchFlags.ONE`: waits for one event and handles it.
+        * `DispatchFlags.ONE_NONBLOCKING`: one event, or `TryAgainError` if none waits.
+        * `DispatchFlags.BLOCKING`: handles events until the handle is finalized (by a
+          callback or another thread), then returns.
+
+        Waits release the GIL; Ctrl-C raises `KeyboardInterrupt`. If a callback raises,
+        dispatch stops at that event and the exception propagates; the events after it stay
+        queued, in order, for the next dispatch (and the descriptor stays readable).
+
+        Raises:
+            TryAgainError: `ONE_NONBLOCKING` and no event waits.
+            InvalidParamError: unknown flags.
+            BadHandleError: the handle is finalized.
+            LibraryError: the node closed the connection (once no event is left; the
+                descriptor stays readable so that a `select` loop learns it).
+        """
+
+    def fd_get(self) -> int:
+        """`evs_fd_get`: a descriptor that is readable while events wait (for `select`,
+        `selectors`, `loop.add_reader`); then call `dispatch`. It also becomes readable when
+        the node made room after a `TryAgainError`.
+
+        Raises:
+            BadHandleError: the handle is finalized.
+        """
+
+    def fileno(self) -> int:
+        """The same as `fd_get()`, so a handle can be passed to `select`."""
+
+    def context_get(self) -> Any:
+        """`evs_context_get`: the object given as `context=` or to `context_set` (or None)."""
+
+    def context_set(self, context: Any) -> None:
+        """`evs_context_set`: remembers `context` for `context_get()`."""
+
+    def finalize(self) -> None:
+        """`evs_finalize`: closes the connection. No callbacks run afterwards, a `dispatch`
+        waiting in another thread returns, and every later call raises `BadHandleError` - a
+        second `finalize` too.
         """
 
     def __enter__(self) -> Self: ...

@@ -264,7 +264,7 @@ pub(super) fn bad_handle() -> PyErr {
     Error::BadHandle("the handle is finalized".into()).into()
 }
 
-fn finalized_while_waiting() -> PyErr {
+pub(super) fn finalized_while_waiting() -> PyErr {
     Error::BadHandle("the handle was finalized while this call waited".into()).into()
 }
 

@@ -7,6 +7,7 @@
 mod buffer;
 mod cpg;
 mod errors;
+mod evs;
 mod node;
 
 use pyo3::prelude::*;
@@ -67,8 +68,9 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DEFAULT_SOCKET", crate::node::config_file::DEFAULT_SOCKET)?;
     module.add("Message", py.get_type::<buffer::PyMessage>())?;
     module.add("ZcbBuffer", py.get_type::<buffer::PyZcbBuffer>())?;
-    // `CpgHandle` here, `totemcast.cpg.Handle` for users (`evs.Handle` is another class).
+    // `CpgHandle` here, `totemcast.cpg.Handle` for users; `EvsHandle`, `totemcast.evs.Handle`.
     module.add("CpgHandle", py.get_type::<cpg::PyCpgHandle>())?;
+    module.add("EvsHandle", py.get_type::<evs::PyEvsHandle>())?;
     module.add("Node", py.get_type::<node::PyNode>())?;
     Ok(())
 }
