@@ -5,11 +5,12 @@
 
 use std::collections::VecDeque;
 use std::io::Read as _;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::api::DispatchFlags;
 use crate::error::{Error, Result};
@@ -78,6 +79,29 @@ impl Session {
     /// The descriptor that is readable when events may be waiting.
     pub(crate) fn wakeup(&self) -> BorrowedFd<'_> {
         self.endpoint.wakeup()
+    }
+
+    /// A new descriptor that is readable when the node wakes this side (its eventfd) or is gone
+    /// (the socket's end of file), as [`crate::cpg::Handle::fd_get`]'s: for callers that wait
+    /// themselves.
+    pub(crate) fn watch(&self) -> Result<OwnedFd> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .and_then(|epoll| {
+                epoll.add(
+                    self.endpoint.wakeup(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, 0),
+                )?;
+                let hangup = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+                epoll.add(&self.endpoint.stream, EpollEvent::new(hangup, 1))?;
+                Ok(epoll)
+            })
+            .map_err(|errno| Error::Library(format!("epoll: {errno}").into()))?;
+        Ok(epoll.0)
+    }
+
+    /// Whether the node is gone (its end of the socket closed), without waiting.
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.endpoint.peer_gone()
     }
 
     /// Writes a one-way record of `len` bytes filled in place by `fill`. `CS_ERR_TRY_AGAIN`
@@ -221,7 +245,8 @@ impl Session {
 
     /// The next event if one is there (never waits), for callers that wait on the descriptor
     /// themselves. When there is none, the session counts as asleep, so the node makes the
-    /// descriptor readable with its next record.
+    /// descriptor readable with its next record. `CS_ERR_LIBRARY` once no event is left and
+    /// the node is gone.
     pub(crate) fn try_next_event<E>(
         &mut self,
         decode: impl Fn(u32, &[u8]) -> Option<E>,
@@ -231,6 +256,9 @@ impl Session {
                 return Ok(Some(event));
             }
             if self.endpoint.rx.prepare_to_sleep() {
+                if self.endpoint.peer_gone() {
+                    return Err(Error::Library("the node closed the connection".into()));
+                }
                 return Ok(None);
             }
         }

@@ -3,6 +3,7 @@ its stop as a clean leave seen by the nodes of a LocalCluster."""
 
 import asyncio
 import os
+import selectors
 import socket as socket_module
 import time
 import tomllib
@@ -88,6 +89,9 @@ def test_a_node_is_a_context_manager_that_stops(layout: LocalCluster) -> None:
     with pytest.raises(totemcast.LibraryError):
         handle.dispatch(DispatchFlags.BLOCKING)
     handle.finalize()
+    with selectors.DefaultSelector() as selector:
+        selector.register(evs_handle, selectors.EVENT_READ)
+        assert selector.select(WITHIN), "the descriptor tells a select loop"
     with pytest.raises(totemcast.LibraryError, match="closed"):
         evs_handle.dispatch()  # not only a waiting dispatch
     evs_handle.finalize()

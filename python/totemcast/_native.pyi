@@ -727,7 +727,8 @@ class EvsHandle:
     def fd_get(self) -> int:
         """`evs_fd_get`: a descriptor that is readable while events wait (for `select`,
         `selectors`, `loop.add_reader`); then call `dispatch`. It also becomes readable when
-        the node made room after a `TryAgainError`.
+        the node made room after a `TryAgainError`, and when the node is gone (`dispatch`
+        then raises `LibraryError`).
 
         Raises:
             BadHandleError: the handle is finalized.

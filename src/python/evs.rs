@@ -122,6 +122,9 @@ impl Client {
         loop {
             match self.session.send(kind, len, &fill) {
                 Ok(()) => return Ok(true),
+                Err(Error::TryAgain(_)) if self.session.peer_gone() => {
+                    return Err(Error::Library("the node closed the connection".into()));
+                }
                 Err(Error::TryAgain(_)) => {
                     if self.session.notify_when_writable(len)? {
                         return Ok(false);
@@ -254,8 +257,13 @@ pub(crate) struct PyEvsHandle {
     /// Held by the request in flight (one at a time), and the thread that runs it.
     turn: Mutex<()>,
     turn_owner: Mutex<Option<ThreadId>>,
-    /// A duplicate of the session's wake-up eventfd (what `fd_get()` returns).
+    /// A duplicate of the session's wake-up eventfd, written to keep `fd_get()` readable while
+    /// events wait in `pending`.
     wakeup: OwnedFd,
+    /// What `fd_get()` returns: readable on a wake-up or when the node is gone (an epoll
+    /// descriptor over the eventfd and the socket); valid while this object lives, so waiters
+    /// may poll it without holding the connection.
+    watch: OwnedFd,
     /// Readable once the handle is finalized: wakes every waiter.
     cancel: OwnedFd,
     finalized: AtomicBool,
@@ -332,8 +340,8 @@ impl PyEvsHandle {
     /// Waits one slice (GIL released, connection not held) for the descriptor or a finalize,
     /// then checks for signals.
     fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<()> {
-        let (wakeup, cancel) = (&self.wakeup, &self.cancel);
-        py.detach(|| wait_readable(wakeup, cancel, slice))?;
+        let (watch, cancel) = (&self.watch, &self.cancel);
+        py.detach(|| wait_readable(watch, cancel, slice))?;
         py.check_signals()
     }
 
@@ -550,6 +558,7 @@ impl PyEvsHandle {
         let nodeid = session.nodeid().0;
         let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
         let wakeup = session.wakeup().try_clone_to_owned().map_err(failed)?;
+        let watch = session.watch()?;
         let cancel = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::Library(format!("eventfd: {errno}").into()))?;
         let mut state = State {
@@ -567,6 +576,7 @@ impl PyEvsHandle {
             turn: Mutex::new(()),
             turn_owner: Mutex::new(None),
             wakeup,
+            watch,
             cancel: OwnedFd::from(cancel),
             finalized: AtomicBool::new(false),
             nodeid,
@@ -757,12 +767,13 @@ impl PyEvsHandle {
     }
 
     /// `evs_fd_get`: a descriptor readable while events wait (for select, selectors,
-    /// `loop.add_reader`); also after a TryAgainError once the node made room.
+    /// `loop.add_reader`), after a TryAgainError once the node made room, and once the node is
+    /// gone (`dispatch` then raises LibraryError).
     fn fd_get(&self) -> PyResult<i32> {
         if self.is_finalized() {
             return Err(bad_handle());
         }
-        Ok(self.wakeup.as_raw_fd())
+        Ok(self.watch.as_raw_fd())
     }
 
     /// The same as `fd_get()`, so that a handle can be passed to `select`.
