@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import totemcast
-from conftest import WITHIN, Recorder, dispatch_until
+from conftest import WITHIN, Recorder, dispatch_until, joined_members
 from totemcast import cpg
 from totemcast.cpg import DispatchFlags, Guarantee, Reason
 from totemcast.testing import LocalCluster
@@ -728,3 +728,47 @@ def test_waits_on_a_stopped_node_honour_timeouts_and_ctrl_c() -> None:
         assert sender_events.deliveries()[-1] == b"z"
         assert len(sender_events.deliveries()) == filled + 1
         sender.finalize()
+
+
+def test_ctrl_c_interrupts_requests_and_a_signal_handler_may_finalize() -> None:
+    with LocalCluster(1, name="pytest-cpg-requests") as cluster:
+        recorder = Recorder()
+        handle = recorder.handle(cluster.socket(0))
+        other = cpg.Handle(socket=cluster.socket(0))
+        cluster.pause(0)
+        try:
+            interrupted_after(0.2, lambda: handle.join("late"))
+            interrupted_after(0.2, lambda: handle.membership_get("late"))
+        finally:
+            cluster.resume(0)
+        # The interrupted join took effect (its own confchg comes); the late answers are
+        # applied or dropped, and the handle goes on.
+        dispatch_until([(handle, recorder)], lambda: joined_members(recorder) == 1)
+        assert handle.membership_get("late") == [cpg.Address(1, os.getpid())]
+        with pytest.raises(totemcast.ExistError):
+            handle.join("late")
+
+        busy: list[BaseException] = []
+
+        def handler(signum: int, frame: object) -> None:
+            try:
+                other.local_get()  # another request of this thread's waiting handle
+            except totemcast.BusyError as error:
+                busy.append(error)
+            other.finalize()  # the waiting request ends
+
+        previous = signal.signal(signal.SIGALRM, handler)
+        cluster.pause(0)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(totemcast.BadHandleError, match="finalized while"):
+                other.membership_get("late")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            cluster.resume(0)
+        assert len(busy) == 1
+        assert "signal handler" in str(busy[0])
+        assert "finalized" in repr(other)
+        assert handle.local_get() == 1
+        handle.finalize()

@@ -327,8 +327,10 @@ class CpgHandle:
 
     The node is found through `socket=`, else `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`.
     Every wait (for the node's answer, for events, for room to send) releases the GIL and
-    is interrupted by Ctrl-C. A handle may be used from several threads; a `dispatch` that
-    waits does not block other calls.
+    is interrupted by Ctrl-C; an interrupted `join` or `leave` still takes effect. A handle may
+    be used from several threads; a `dispatch` that waits does not block other calls. A signal
+    handler that runs while a request of its thread waits may `finalize` the handle (the
+    request then raises `BadHandleError`); its other calls raise `BusyError`.
 
     A handle is a context manager: leaving the block finalizes it.
 

@@ -17,7 +17,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +33,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::buffer::{InputBuffer, PyMessage, PyZcbBuffer};
 use super::node::PyNode;
 use crate::api::{DispatchFlags, Guarantee, IterationType};
-use crate::cpg::{Event, Handle, Options};
+use crate::cpg::{Event, Handle, InterruptCheck, Options};
 use crate::error::Error;
 
 /// Longest stretch a wait goes without checking for signals (Ctrl-C).
@@ -127,8 +128,8 @@ impl State {
     /// Marks the handle as asleep on its event ring so the node makes the descriptor readable
     /// with its next event. False if events are waiting (read them instead of sleeping).
     ///
-    /// `wait_for_event(0)` arms but consumes a wake-up the node may give in the same instant;
-    /// the `try_next_event` after it catches the event that wake-up was for.
+    /// `arm_descriptor` arms but consumes a wake-up the node may give in the same instant; the
+    /// `try_next_event` after it catches the event that wake-up was for.
     fn arm(&mut self) -> Result<bool, Error> {
         if !self.pending.is_empty() {
             return Ok(false);
@@ -136,7 +137,7 @@ impl State {
         let Some(handle) = self.handle.as_mut() else {
             return Ok(false);
         };
-        if handle.wait_for_event(Some(Duration::ZERO))? {
+        if !handle.arm_descriptor()? {
             return Ok(false);
         }
         if let Some(event) = handle.try_next_event()? {
@@ -229,6 +230,10 @@ pub(crate) struct PyCpgHandle {
     cancel: OwnedFd,
     finalized: AtomicBool,
     nodeid: u32,
+    /// The thread whose request waits with the connection held (see `request`).
+    requesting: Mutex<Option<ThreadId>>,
+    /// Set by a `finalize` from a signal handler during a request of its thread.
+    close_pending: Arc<AtomicBool>,
 }
 
 /// A group name from Python: its bytes and whether it was a `str`.
@@ -300,6 +305,30 @@ pub(super) fn some_object(object: Option<Bound<'_, PyAny>>) -> Option<Py<PyAny>>
     object.filter(|o| !o.is_none()).map(Bound::unbind)
 }
 
+/// The interrupt check a request installs on the handle: runs Python's signal handlers; the
+/// exception one raises goes to `raised` and ends the wait with CS_ERR_INTERRUPT, as does a
+/// `finalize` by one of them (`close_pending`).
+fn interrupt_check(
+    raised: Arc<Mutex<Option<PyErr>>>,
+    close_pending: Arc<AtomicBool>,
+) -> InterruptCheck {
+    Box::new(move || {
+        #[allow(
+            clippy::redundant_closure_for_method_calls,
+            reason = "the method's lifetime is not general enough"
+        )]
+        let checked = Python::attach(|py| py.check_signals());
+        if let Err(error) = checked {
+            *raised.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            return Err(Error::Interrupt("interrupted by a signal".into()));
+        }
+        if close_pending.load(Ordering::Acquire) {
+            return Err(Error::Interrupt("finalized by a signal handler".into()));
+        }
+        Ok(())
+    })
+}
+
 /// Adds a note to an exception (PEP 678), best effort.
 fn with_note(py: Python<'_>, error: PyErr, note: &str) -> PyErr {
     let _ = error.value(py).call_method1("add_note", (note,));
@@ -327,6 +356,12 @@ impl PyCpgHandle {
     /// Locks the connection (GIL released while waiting for the lock); `BadHandleError` once
     /// finalized.
     fn lock<'a>(&'a self, py: Python<'_>) -> PyResult<MutexGuard<'a, State>> {
+        if self.in_own_request() {
+            return Err(Error::Busy(
+                "a request of this handle waits in this thread (a signal handler called it)".into(),
+            )
+            .into());
+        }
         let guard = self.lock_any(py);
         if guard.handle.is_none() {
             return Err(bad_handle());
@@ -352,9 +387,13 @@ impl PyCpgHandle {
         py.check_signals()
     }
 
-    /// Runs a request (it waits for the node's answer with the GIL released), then leaves the
-    /// descriptor truthful. JOIN and LEAVE are retried while the node answers BUSY (this
-    /// handle's previous join or leave is still on its way), as libcpg does.
+    /// Runs a request (it waits for the node's answer with the GIL released, checking for
+    /// signals every 100 ms and after each: Ctrl-C ends the wait, and the request still takes
+    /// effect), then leaves the descriptor truthful. JOIN and LEAVE are retried while the node
+    /// answers BUSY (this handle's previous join or leave is still on its way), as libcpg does.
+    ///
+    /// A signal handler runs while the connection is held: one that calls this handle gets
+    /// BusyError, except `finalize`, which the request completes when its wait ends.
     fn request<T: Send>(
         &self,
         py: Python<'_>,
@@ -364,9 +403,25 @@ impl PyCpgHandle {
         let mut guard = self.lock(py)?;
         loop {
             let handle = guard.handle()?;
+            let raised = Arc::new(Mutex::new(None));
+            let check = interrupt_check(Arc::clone(&raised), Arc::clone(&self.close_pending));
+            handle.set_interrupt_check(Some(check));
+            *self.requesting() = Some(std::thread::current().id());
             let result = py.detach(|| call(handle));
-            match result {
-                Err(Error::Busy(_)) if retry_busy => {
+            *self.requesting() = None;
+            handle.set_interrupt_check(None);
+            let raised = raised.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if self.close_pending.swap(false, Ordering::AcqRel) {
+                // Finalized by a signal handler during the wait (see `finalize`).
+                self.close(&mut guard);
+                return Err(raised.unwrap_or_else(finalized_while_waiting));
+            }
+            match (result, raised) {
+                (Err(Error::Interrupt(_)), Some(error)) => {
+                    guard.settle(&self.wakeup);
+                    return Err(error);
+                }
+                (Err(Error::Busy(_)), _) if retry_busy => {
                     // Progress shows as an event for this handle (its join or leave delivered).
                     let state = &mut *guard;
                     let mut events = std::mem::take(&mut state.pending);
@@ -382,12 +437,36 @@ impl PyCpgHandle {
                         }
                     }
                 }
-                result => {
+                (result, _) => {
                     guard.settle(&self.wakeup);
                     return result.map_err(PyErr::from);
                 }
             }
         }
+    }
+
+    /// The thread whose request waits with the connection held (its signal handlers run then).
+    fn requesting(&self) -> MutexGuard<'_, Option<ThreadId>> {
+        self.requesting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this thread holds the connection in a request (the caller is a signal handler).
+    fn in_own_request(&self) -> bool {
+        *self.requesting() == Some(std::thread::current().id())
+    }
+
+    /// Closes the connection and drops the callbacks (`finalize`, after `finalized` is set).
+    fn close(&self, guard: &mut MutexGuard<'_, State>) {
+        let handle = guard.handle.take();
+        let pending = std::mem::take(&mut guard.pending);
+        drop(pending);
+        if let Some(mut handle) = handle {
+            let _ = handle.finalize();
+        }
+        let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(refs);
     }
 
     /// Runs the callback for `event` (if one is set).
@@ -648,12 +727,12 @@ impl PyCpgHandle {
         let watch = handle.as_fd().try_clone_to_owned().map_err(failed)?;
         let cancel = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::Library(format!("eventfd: {errno}").into()))?;
+        let nodeid = handle.nodeid();
         let mut state = State {
             handle: Some(handle),
             pending: VecDeque::new(),
             str_groups: BTreeSet::new(),
         };
-        let nodeid = py.detach(|| state.handle().map(Handle::local_get))??;
         state.settle(&wakeup);
         Ok(PyCpgHandle {
             nodeid: nodeid.0,
@@ -668,6 +747,8 @@ impl PyCpgHandle {
             watch,
             cancel: OwnedFd::from(cancel),
             finalized: AtomicBool::new(false),
+            requesting: Mutex::new(None),
+            close_pending: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -996,16 +1077,14 @@ impl PyCpgHandle {
         }
         // Wake every waiter (they see `finalized` and give up the connection lock).
         signal(&self.cancel);
-        let (handle, pending) = {
-            let mut guard = self.lock_any(py);
-            (guard.handle.take(), std::mem::take(&mut guard.pending))
-        };
-        drop(pending);
-        if let Some(mut handle) = handle {
-            let _ = handle.finalize();
+        if self.in_own_request() {
+            // A signal handler, while a request of this thread holds the connection: the
+            // request ends its wait and closes it.
+            self.close_pending.store(true, Ordering::Release);
+            return Ok(());
         }
-        let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(refs);
+        let mut guard = self.lock_any(py);
+        self.close(&mut guard);
         Ok(())
     }
 
