@@ -101,7 +101,10 @@ def test_node_must_be_an_embedded_node(socket: Path) -> None:
 
 def test_initial_totem_conf_follows_the_first_confchg(node: LocalCluster, group: str) -> None:
     ring = node.wait_for_ring()
-    for handle_of in (
+    # Each handle joins its own group: the previous handle's membership (same process) ends
+    # only when its PROCDOWN is delivered, and a join before that is CS_ERR_EXIST, as in
+    # Corosync.
+    makers: list[Callable[[Recorder], cpg.Handle]] = [
         lambda r: r.handle(node.socket(0), initial_totem_conf=True),
         lambda r: cpg.model_initialize(
             r.deliver,
@@ -110,11 +113,12 @@ def test_initial_totem_conf_follows_the_first_confchg(node: LocalCluster, group:
             flags=cpg.CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
             socket=node.socket(0),
         ),
-    ):
+    ]
+    for index, handle_of in enumerate(makers):
         recorder = Recorder()
         with handle_of(recorder) as handle:
             assert handle.dispatch() == 0
-            joined(handle, recorder, group)
+            joined(handle, recorder, f"{group}-{index}")
             dispatch_until([(handle, recorder)], events_reach(recorder, 2))
             assert recorder.events[0][0] == "confchg"
             assert recorder.events[1] == ("totem", tuple(ring), [1])
