@@ -345,7 +345,7 @@ fn no_ghost_members_after_nodes_fail_while_processes_join_and_die() {
     // or after the joiner saw its own join.
     cluster.kill(2);
     cluster.wait_for_ring(&[0, 1], WITHIN);
-    // Its process lost the node (it cannot tell without a call: see the report).
+    // Its process lost the node (and may have exited already, having learnt it).
     fleet.kill(p3);
     let mut survivors = vec![p1, r2];
     wait_members(&mut fleet, &survivors, &survivors, GROUP);
@@ -525,10 +525,17 @@ fn a_killed_node_loses_no_message_that_any_survivor_delivered() {
         fleet.procs[a1].sends_done() == 1 && fleet.procs[b2].sends_done() == 1
     });
     wait_all_delivered(&mut fleet, &[a1, b2, c2], &[a1, b2], GROUP);
-    // r read everything its node wrote before dying; a call tells it the node is gone.
-    let (code, _) = fleet.call(r3, &Command::LocalGet);
-    assert_eq!(code, u32::from(CsError::Library), "a call to a dead node");
+    // r read everything its node wrote before dying, then learnt by itself that the node is
+    // gone (its descriptor wakes on the socket's end): it reports CS_ERR_LIBRARY and exits.
     fleet.wait_exit(r3);
+    let lost = fleet.procs[r3]
+        .reports
+        .iter()
+        .find_map(|report| match report {
+            Report::Lost { code, .. } => Some(*code),
+            _ => None,
+        });
+    assert_eq!(lost, Some(u32::from(CsError::Library)), "r@3 lost its node");
     fleet.kill(s3);
 
     let procs = &fleet.procs;
