@@ -84,6 +84,10 @@ impl Session {
     /// A new descriptor that is readable when the node wakes this side (its eventfd) or is gone
     /// (the socket's end of file), as [`crate::cpg::Handle::fd_get`]'s: for callers that wait
     /// themselves.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn watch(&self) -> Result<OwnedFd> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .and_then(|epoll| {
@@ -100,6 +104,10 @@ impl Session {
     }
 
     /// Whether the node is gone (its end of the socket closed), without waiting.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn peer_gone(&self) -> bool {
         self.endpoint.peer_gone()
     }
@@ -176,6 +184,10 @@ impl Session {
 
     /// Gives up waiting for the request in flight: it still reaches the node, and its answer
     /// is dropped.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn abandon_request(&mut self) {
         if self.answers.pop_front().is_none() {
             self.stale_answers += 1;
@@ -247,6 +259,10 @@ impl Session {
     /// themselves. When there is none, the session counts as asleep, so the node makes the
     /// descriptor readable with its next record. `CS_ERR_LIBRARY` once no event is left and
     /// the node is gone.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn try_next_event<E>(
         &mut self,
         decode: impl Fn(u32, &[u8]) -> Option<E>,
@@ -266,6 +282,10 @@ impl Session {
 
     /// Waits until an event may be there or `timeout` passes; false on timeout. Returns at
     /// once if records wait. `CS_ERR_LIBRARY` when the node has gone away.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn wait_for_event(&mut self, timeout: Option<Duration>) -> Result<bool> {
         if !self.pending.is_empty() || !self.endpoint.rx.prepare_to_sleep() {
             return Ok(true);
@@ -326,6 +346,10 @@ impl Session {
     /// After `CS_ERR_TRY_AGAIN`, for callers that wait on the descriptor themselves: asks the
     /// node to make it readable once it has released room for a record of `len` bytes; false
     /// when the room is there already (retry at once).
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by the Python EVS handle")
+    )]
     pub(crate) fn notify_when_writable(&mut self, len: usize) -> Result<bool> {
         let record = len.min(self.endpoint.tx.payload_max());
         self.endpoint.tx.prepare_to_wait(record).map_err(lost)
