@@ -1,4 +1,4 @@
-//! The `totemcast` commands implemented in Rust (`node`, `status`, `keygen`), shared by the Rust
+//! The `totemcast` commands implemented in Rust (`node`, `status`, `keygen`, `bench`), shared by the Rust
 //! binary and the Python console script (which hands these commands to [`main`]).
 #![allow(
     clippy::print_stdout,
@@ -22,7 +22,8 @@ const USAGE: &str = "\
 usage: totemcast node --config FILE [--nodeid N] [--history FILE] [--workload RATE]
        totemcast status [--json] [--socket PATH] [--config FILE]
        totemcast cpgtool [--json] [--socket PATH] [--config FILE]
-       totemcast keygen [-o FILE]";
+       totemcast keygen [-o FILE]
+       totemcast bench [--quick] [--memory] [--failover] [--json] … (totemcast bench --help)";
 
 /// Runs one command (`args` without the program name) and returns the exit status.
 #[must_use]
@@ -51,6 +52,7 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
         "status" => status(&mut parser, false),
         "cpgtool" => status(&mut parser, true),
         "keygen" => keygen(&mut parser),
+        "bench" => crate::bench::main(parser.raw_args().map_err(|e| e.to_string())?.collect()),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
 }

@@ -9,6 +9,7 @@
 //! without Python.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 mod client;
 pub mod cpg;
