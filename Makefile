@@ -77,6 +77,16 @@ fuzz:
 bench:
 	cargo bench --features sim
 
+.PHONY: bench-compare  ## Corosync 3.1.7's harness and `totemcast bench` interleaved -> benches/RESULTS.md (root; BENCH_MODE=quick|full)
+BENCH_MODE ?= full
+bench-compare:
+	cargo build --release --bin totemcast
+	MODE=$(BENCH_MODE) benches/compare.sh
+
+.PHONY: bench-compare-quick  ## bench-compare with short runs (a few minutes)
+bench-compare-quick:
+	$(MAKE) bench-compare BENCH_MODE=quick
+
 .PHONY: test-py  ## pytest (hypothesis included) against the built extension
 test-py: build
 	$(PY) -m pytest

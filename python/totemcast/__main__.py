@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -14,6 +15,7 @@ NATIVE_COMMANDS = {
     "status": "ring id, members, protocol state and counters of a running node [--json]",
     "keygen": "write a new random authkey file, mode 0400 [-o FILE]",
     "cpgtool": "CPG groups and their members on a running node [--json]",
+    "bench": "throughput, round trips, memory and failure detection in Corosync's scenarios",
 }
 
 #: Commands implemented in Python, in `totemcast.<name>.main(args)`.
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             # The node handles SIGINT itself (it leaves the ring); Python's handler would raise
             # KeyboardInterrupt after the node has already shut down cleanly.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if args[0] == "bench":
+            # The benchmark starts nodes and workers as processes of this command.
+            os.environ.setdefault("TOTEMCAST_BENCH_SELF", f"{sys.executable} -m totemcast")
         return _native.cli_main(args)
     parser = build_parser()
     parser.parse_args(args)

@@ -158,12 +158,15 @@ fn guarantee(name: &str) -> Option<Guarantee> {
     })
 }
 
+/// A knob given on the command line, applied once `--quick` has set its defaults.
+type Setter = Box<dyn FnOnce(&mut BenchOptions)>;
+
 fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, String> {
     let mut options = BenchOptions::default();
     let mut parts: Option<BTreeSet<Part>> = None;
     let mut extra: BTreeSet<Part> = BTreeSet::new();
     // Applied after --quick, whatever the order.
-    let mut set: Vec<Box<dyn FnOnce(&mut BenchOptions)>> = Vec::new();
+    let mut set: Vec<Setter> = Vec::new();
     let mut quick = false;
     let mut run = RunArgs {
         options: BenchOptions::default(),
@@ -247,7 +250,7 @@ fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, String> {
             }
             Long("json") => run.json = true,
             Long("results-out") => {
-                run.results_out = Some(value::<String>(parser, "--results-out")?.into())
+                run.results_out = Some(value::<String>(parser, "--results-out")?.into());
             }
             Long("keep") => options.keep = true,
             Long("quiet") | Short('q') => run.quiet = true,
@@ -355,7 +358,7 @@ pub fn machine_notes() -> Vec<String> {
         ),
         format!("kernel: {}", read("/proc/sys/kernel/osrelease").trim()),
         format!("cpu: {cpu} x {cores}"),
-        format!("load: {}", read("/proc/loadavg").trim()),
+        format!("load_start: {}", read("/proc/loadavg").trim()),
     ]
 }
 
@@ -507,20 +510,25 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
         mode.unwrap_or("unspecified")
     );
     out.push_str("## Machine and run\n\n| | |\n|---|---|\n");
-    let mut seen = BTreeSet::new();
-    for note in ours.notes.iter().chain(&corosync.notes) {
-        let Some((key, value)) = note.split_once(':') else {
-            continue;
-        };
-        let key = key.trim();
-        // Each file repeats date, kernel, cpu… once per slot; the first says it.
-        if key == "date" || key.starts_with("load") || !seen.insert(key.to_string()) {
-            if key.starts_with("load") {
-                let _ = writeln!(out, "| {key} | {} |", value.trim());
-            }
-            continue;
+    // Each slot's results file repeats these; the first says it (the run's own notes come
+    // first, so its load_start and load_end win over a slot's).
+    for key in [
+        "mode",
+        "interleaving",
+        "cpu",
+        "cores",
+        "memory",
+        "kernel",
+        "load_start",
+        "load_end",
+        "implementation",
+        "build",
+        "corosync",
+        "libqb",
+    ] {
+        if let Some(value) = ours.note(key).or(corosync.note(key)) {
+            let _ = writeln!(out, "| {key} | {value} |");
         }
-        let _ = writeln!(out, "| {key} | {} |", value.trim());
     }
     out.push('\n');
     if corosync.lines.is_empty() {
@@ -540,6 +548,7 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp, reason = "the figures compared are exact")]
 mod tests {
     use super::*;
 
@@ -695,7 +704,7 @@ mod tests {
     #[test]
     fn markdown_names_mode_machine_and_goals() {
         let ours = Results::parse(
-            "# date: 2025-01-01T00:00:00Z\n# kernel: 6.18\n# load: 2.00 1.00 0.50 1/100 5\n\
+            "# date: 2025-01-01T00:00:00Z\n# kernel: 6.18\n# load_start: 2.00 1.00 0.50 1/100 5\n\
              RESULT bench=send rep=1 role=sender size=64 msgs_s=100 MBps=1\n\
              RESULT bench=memory rep=1 role=memory case=idle-node clients=0 node_rss_kb=5000\n",
         );
@@ -708,7 +717,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| kernel | 6.18 |"));
-        assert!(text.contains("| load | 2.00 1.00 0.50 1/100 5 |"));
+        assert!(text.contains("| load_start | 2.00 1.00 0.50 1/100 5 |"));
         assert!(text.contains("| corosync | Corosync Cluster Engine, version '3.1.7' |"));
         assert!(text.contains("| 1 node, 1 sender (a) mcast_joined | sender | 64 | 10 | 100 |"));
         assert!(text.contains("| idle-node | 0 |"));

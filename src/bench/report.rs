@@ -7,6 +7,11 @@
 //! ping_self_delivery|udp_rtt` with `median_us` and `p99_us`; ours add `role=memory` and
 //! `role=failover` lines. Lines starting with `#` are notes (date, kernel, machine).
 
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "figures and counts far below 2^52"
+)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -919,6 +924,7 @@ pub fn latency_line(role: &str, samples: &mut [u64]) -> Option<Line> {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp, reason = "the figures compared are exact")]
 mod tests {
     use super::*;
 

@@ -311,10 +311,29 @@ impl ProcMemory {
     }
 }
 
+/// The command line that runs this program: `$TOTEMCAST_BENCH_SELF` (set by the Python
+/// front to `python -m totemcast`), else this executable.
+fn self_command() -> Result<Vec<String>, String> {
+    if let Some(argv) = std::env::var("TOTEMCAST_BENCH_SELF")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|argv| !argv.is_empty())
+    {
+        return Ok(argv);
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    Ok(vec![exe.display().to_string()])
+}
+
 /// Worker processes and the nodes they talk to.
 struct Env<'a> {
     options: &'a BenchOptions,
-    exe: PathBuf,
+    /// This program (see [`self_command`]).
+    exe: Vec<String>,
     progress: &'a mut Progress,
 }
 
@@ -322,17 +341,17 @@ impl Env<'_> {
     /// The command that runs a worker of `client` with `args` in front of it (`ip netns exec
     /// NS`).
     fn worker(&self, client: Client, prefix: &[String], args: &WorkerArgs) -> Command {
-        let mut argv: Vec<String> = prefix.to_vec();
+        let mut line: Vec<String> = prefix.to_vec();
         match client {
             Client::Rust => {
-                argv.push(self.exe.display().to_string());
-                argv.push("bench".into());
+                line.extend(self.exe.iter().cloned());
+                line.push("bench".into());
             }
-            Client::Python => argv.extend(self.options.python_worker.clone().unwrap_or_default()),
+            Client::Python => line.extend(self.options.python_worker.clone().unwrap_or_default()),
         }
-        argv.extend(args.to_args());
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]);
+        line.extend(args.to_args());
+        let mut command = Command::new(&line[0]);
+        command.args(&line[1..]);
         command
     }
 
@@ -512,7 +531,12 @@ struct Nodes {
 impl Nodes {
     /// Starts `count` nodes (three go into namespaces) in `dir` and waits until they form
     /// one ring.
-    fn start(exe: &Path, dir: &Path, count: usize, token_ms: Option<u32>) -> Result<Nodes, String> {
+    fn start(
+        exe: &[String],
+        dir: &Path,
+        count: usize,
+        token_ms: Option<u32>,
+    ) -> Result<Nodes, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let net = if count > 1 {
             Some(Net::create(count)?)
@@ -541,15 +565,13 @@ impl Nodes {
             nodes.configs.push(config);
             let log = std::fs::File::create(dir.join(format!("node-{}.log", index + 1)))
                 .map_err(|e| e.to_string())?;
-            let prefix = nodes.prefix(index);
-            let mut command = match prefix.split_first() {
-                Some((program, args)) => {
-                    let mut command = Command::new(program);
-                    command.args(args).arg(exe);
-                    command
-                }
-                None => Command::new(exe),
-            };
+            let argv: Vec<String> = nodes
+                .prefix(index)
+                .into_iter()
+                .chain(exe.iter().cloned())
+                .collect();
+            let mut command = Command::new(&argv[0]);
+            command.args(&argv[1..]);
             let child = command
                 .arg("node")
                 .arg("--config")
@@ -719,7 +741,7 @@ pub fn run(
     progress: &mut Progress,
     lines: &mut Vec<Line>,
 ) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let exe = self_command()?;
     let work = WorkDir::new(options.keep)?;
     let steps = plan(options);
     let memory = if options.parts.contains(&Part::Memory) {
@@ -917,7 +939,8 @@ fn memory_case(env: &mut Env<'_>, dir: &Path, case: &MemoryCase) -> Result<Line,
             timeout_s: 600,
             ..WorkerArgs::default()
         };
-        let mut child = Command::new(&env.exe)
+        let mut child = Command::new(&env.exe[0])
+            .args(&env.exe[1..])
             .arg("bench")
             .args(args.to_args())
             .stdin(Stdio::piped())

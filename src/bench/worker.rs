@@ -283,8 +283,12 @@ impl Header {
     }
 }
 
-/// What the callbacks of cpgbench count.
+/// What the callbacks of cpgbench count (its globals, flags included).
 #[derive(Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "cpgbench's flags, one per message kind"
+)]
 struct State {
     nodeid: u32,
     pid: u32,
