@@ -539,6 +539,11 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
         out.push_str(&report::comparison(ours, corosync));
         out.push('\n');
     }
+    let stats = report::node_stats_table(ours);
+    if !stats.is_empty() {
+        out.push_str("## Where our nodes' time went\n\nPer send scenario, from `/proc/PID/task/*/schedstat` of the node processes (CPU time, and time spent runnable but waiting for a core) and node 1's counters (`totemcast status`): CPU per message sent, messages ordered per token rotation, totem packets per message (below 1: messages packed together; above 1: fragments), retransmissions and token visits on which flow control held messages back.\n\n");
+        out.push_str(&stats);
+    }
     let memory = report::memory_table(ours);
     if !memory.is_empty() {
         out.push_str("## Resident memory (totemcast)\n\nKiB from `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssShmem`, `VmHWM`). The IPC rings are shared memory, counted in the RSS of both the node and its client once touched (24 MiB of address space per client: 8 MiB request ring, 8 MiB event ring, 8 MiB zero-copy arena).\n\n");

@@ -254,10 +254,12 @@ impl Stat {
         })
     }
 
-    /// `median [min-max]` (summarize.py's form), or the median alone for one value.
+    /// `median [min-max]` (summarize.py's form), or the median alone for one value (or
+    /// several equal ones).
     #[must_use]
     pub fn show(&self, decimals: usize) -> String {
-        if self.count == 1 {
+        #[allow(clippy::float_cmp, reason = "equal figures need no range")]
+        if self.count == 1 || self.min == self.max {
             format!("{:.*}", decimals, self.median)
         } else {
             format!(
@@ -382,8 +384,64 @@ pub fn tables(results: &Results) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&node_stats_table(results));
     out.push_str(&memory_table(results));
     out.push_str(&failover_table(&[("", results)]));
+    out
+}
+
+/// Where our nodes' time went in each send scenario (the `node_stats` lines; empty without).
+#[must_use]
+pub fn node_stats_table(results: &Results) -> String {
+    let mut by_key: BTreeMap<(usize, String, u64), Vec<&Line>> = BTreeMap::new();
+    let sizes: BTreeMap<(String, String), u64> = results
+        .with_role("sender")
+        .filter_map(|l| {
+            let key = (
+                l.bench().to_string(),
+                l.get("rep").unwrap_or("1").to_string(),
+            );
+            Some((key, l.number("size")? as u64))
+        })
+        .collect();
+    for line in results.with_role("node_stats") {
+        let rep = line.get("rep").unwrap_or("1").to_string();
+        let size = sizes
+            .get(&(line.bench().to_string(), rep))
+            .copied()
+            .unwrap_or(0);
+        by_key
+            .entry((bench_order(line.bench()), line.bench().to_string(), size))
+            .or_default()
+            .push(line);
+    }
+    if by_key.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| where the nodes' time went (totemcast) | msg size (B) | node CPU µs per message (all \
+         nodes) | nodes' run-queue wait (ms) | messages per token rotation | packets per \
+         message | retransmits | flow-control-limited visits |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for ((_, bench, size), lines) in by_key {
+        let stat = |key: &str, decimals: usize| {
+            Stat::of(lines.iter().filter_map(|l| l.number(key)))
+                .map_or("-".into(), |s| s.show(decimals))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {size} | {} | {} | {} | {} | {} | {} |",
+            title(&bench),
+            stat("cpu_us_per_msg", 2),
+            stat("nodes_runqueue_wait_ms", 0),
+            stat("msgs_per_token", 1),
+            stat("packets_per_msg", 3),
+            stat("retransmits", 0),
+            stat("flow_control_limited", 0),
+        );
+    }
+    out.push('\n');
     out
 }
 
@@ -1085,6 +1143,29 @@ detect_ms=3500
         );
         assert!(compared.contains("| Corosync 3.1.7 | 1650 | 1980 | 4356 | 3700 | yes |"));
         assert!(compared.contains("| goal (ARCHITECTURE.md §4) |"));
+    }
+
+    #[test]
+    fn node_stats_sit_beside_their_scenario_and_size() {
+        let results = Results::parse(
+            "RESULT bench=send rep=1 role=sender size=1024 msgs=1000 msgs_s=10 MBps=1\n\
+             RESULT bench=send rep=1 role=node_stats msgs=1000 cpu_us_per_msg=2.50 \
+             nodes_runqueue_wait_ms=12 msgs_per_token=40.0 packets_per_msg=0.500 retransmits=0 \
+             flow_control_limited=7\n\
+             RESULT bench=send rep=2 role=sender size=1024 msgs=1000 msgs_s=10 MBps=1\n\
+             RESULT bench=send rep=2 role=node_stats msgs=1000 cpu_us_per_msg=3.50 \
+             nodes_runqueue_wait_ms=14 msgs_per_token=40.0 packets_per_msg=0.500 retransmits=2 \
+             flow_control_limited=9\n",
+        );
+        let table = node_stats_table(&results);
+        assert!(
+            table.contains(
+                "| 1 node, 1 sender (a) mcast_joined | 1024 | 3.00 [2.50-3.50] | 13 [12-14] | \
+                 40.0 | 0.500 | 1 [0-2] | 8 [7-9] |"
+            ),
+            "{table}"
+        );
+        assert!(node_stats_table(&Results::default()).is_empty());
     }
 
     #[test]

@@ -503,12 +503,101 @@ impl Env<'_> {
                 workers.push(self.worker(step.client, &nodes.prefix(0), &args));
             }
         }
+        let before = NodeSample::take(nodes);
         let mut lines = self.run_workers(workers, self.deadline())?;
+        let after = NodeSample::take(nodes);
+        let sent = lines
+            .iter()
+            .find(|line| line.role() == "sender")
+            .and_then(|line| line.number("msgs"));
+        if let (Some(msgs), Some(before), Some(after)) = (sent, before, after) {
+            lines.push(after.since(&before, msgs));
+        }
         for line in &mut lines {
             line.set("bench", step.bench());
             line.set("rep", step.rep.to_string());
         }
         Ok(lines)
+    }
+}
+
+/// Where the nodes' time went during a step: their CPU time and run-queue waits (all nodes,
+/// from `/proc/PID/task/*/schedstat`), and node 1's protocol and transport counters.
+#[derive(Clone, Debug)]
+struct NodeSample {
+    run_ns: u64,
+    wait_ns: u64,
+    counters: serde_json::Value,
+}
+
+impl NodeSample {
+    fn take(nodes: &Nodes) -> Option<NodeSample> {
+        let (mut run_ns, mut wait_ns) = (0, 0);
+        for index in 0..nodes.children.len() {
+            let pid = nodes.pid(index)?;
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .ok()?
+                .flatten()
+            {
+                let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                let mut fields = text
+                    .split_whitespace()
+                    .map(|f| f.parse::<u64>().unwrap_or(0));
+                run_ns += fields.next().unwrap_or(0);
+                wait_ns += fields.next().unwrap_or(0);
+            }
+        }
+        let status = crate::node::driver::status(&nodes.socket(0)).ok()?;
+        Some(NodeSample {
+            run_ns,
+            wait_ns,
+            counters: status["counters"].clone(),
+        })
+    }
+
+    /// The `role=node_stats` line of the step between `before` and this, in which the
+    /// sender sent `msgs` messages.
+    fn since(&self, before: &NodeSample, msgs: f64) -> Line {
+        let delta = |group: &str, name: &str| {
+            let value = |s: &NodeSample| s.counters[group][name].as_u64().unwrap_or(0);
+            value(self).saturating_sub(value(before)) as f64
+        };
+        let cpu_ms = self.run_ns.saturating_sub(before.run_ns) as f64 / 1e6;
+        let wait_ms = self.wait_ns.saturating_sub(before.wait_ns) as f64 / 1e6;
+        let tokens = delta("protocol", "tokens_accepted");
+        let packets = delta("protocol", "mcasts_sent");
+        let msgs = msgs.max(1.0);
+        Line::from_pairs([
+            ("role", "node_stats".to_string()),
+            ("msgs", format!("{msgs:.0}")),
+            ("nodes_cpu_ms", format!("{cpu_ms:.0}")),
+            ("nodes_runqueue_wait_ms", format!("{wait_ms:.0}")),
+            ("cpu_us_per_msg", format!("{:.2}", cpu_ms * 1e3 / msgs)),
+            ("tokens", format!("{tokens:.0}")),
+            ("msgs_per_token", format!("{:.1}", msgs / tokens.max(1.0))),
+            ("packets", format!("{packets:.0}")),
+            ("packets_per_msg", format!("{:.3}", packets / msgs)),
+            (
+                "core_msgs",
+                format!("{:.0}", delta("protocol", "messages_delivered")),
+            ),
+            (
+                "retransmits",
+                format!("{:.0}", delta("protocol", "retransmits_sent")),
+            ),
+            (
+                "flow_control_limited",
+                format!("{:.0}", delta("protocol", "flow_control_limited")),
+            ),
+            (
+                "token_holds",
+                format!("{:.0}", delta("protocol", "token_holds")),
+            ),
+            (
+                "datagrams_sent",
+                format!("{:.0}", delta("transport", "datagrams_sent")),
+            ),
+        ])
     }
 }
 
@@ -854,6 +943,12 @@ fn summary(lines: &[Line]) -> String {
             "{} msg/s, {} MB/s",
             sender.get("msgs_s").unwrap_or("?"),
             sender.get("MBps").unwrap_or("?")
+        ));
+    }
+    if let Some(stats) = role("node_stats").next() {
+        parts.push(format!(
+            "node CPU {} µs/msg",
+            stats.get("cpu_us_per_msg").unwrap_or("?")
         ));
     }
     if let Some(stat) = Stat::of(role("receiver").filter_map(|l| l.number("MBps"))) {
