@@ -79,9 +79,9 @@ bench:
 
 .PHONY: bench-compare  ## Corosync 3.1.7's harness and `totemcast bench` interleaved -> benches/RESULTS.md (root; BENCH_MODE=quick|full)
 BENCH_MODE ?= full
-bench-compare:
+bench-compare: build-release
 	cargo build --release --bin totemcast
-	MODE=$(BENCH_MODE) benches/compare.sh
+	MODE=$(BENCH_MODE) PYTHON=$(abspath $(PY)) benches/compare.sh
 
 .PHONY: bench-compare-quick  ## bench-compare with short runs (a few minutes)
 bench-compare-quick:

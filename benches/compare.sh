@@ -22,7 +22,8 @@
 #
 # env: MODE=quick|full (default full)   OUT=benches/RESULTS.md   TOTEMCAST_BIN=path
 #      ROUNDS, DURATION, SIZES, LAT_ITERS, LAT_ITERS_CLUSTER3, TOKEN, FAILOVER_REPS override
-#      the mode's values; PYTHON_WORKER='cmd args' adds the Python client's scenarios.
+#      the mode's values; PYTHON=interpreter with the extension built (make build-release)
+#      or PYTHON_WORKER='cmd args' adds the Python client's scenarios.
 #      KEEP_WORK=1 keeps the raw results and logs.
 # Needs root (corosync, network namespaces); run.sh installs corosync with apt when missing.
 set -euo pipefail
@@ -78,8 +79,18 @@ say() { echo "== $*" >&2; }
 	echo "# load_start: $(cat /proc/loadavg)"
 	echo "# interleaving: per size, one Corosync run.sh slot and one totemcast slot back to back, order alternating (ABBA) over sizes and rounds; ratios per round, median over rounds"
 } >"$NOTES"
+# The Python client's scenarios, when the interpreter has the extension (make build-release).
+if [ -z "${PYTHON_WORKER:-}" ] && [ -n "${PYTHON:-}" ] &&
+	"$PYTHON" -c 'from totemcast.cpg import Handle' 2>/dev/null; then
+	PYTHON_WORKER="$PYTHON $ROOT/benches/python/cpgbench.py"
+fi
 PY_ARGS=()
-if [ -n "${PYTHON_WORKER:-}" ]; then PY_ARGS=(--python-worker "$PYTHON_WORKER"); fi
+if [ -n "${PYTHON_WORKER:-}" ]; then
+	PY_ARGS=(--python-worker "$PYTHON_WORKER")
+	echo "# python: $("${PYTHON_WORKER%% *}" -c 'import sys, totemcast; print(sys.version.split()[0], "totemcast", totemcast.__version__)' 2>/dev/null || echo '?')" >>"$NOTES"
+else
+	echo "# python: not measured (no interpreter with the totemcast extension; PYTHON=.venv/bin/python after make build-release)" >>"$NOTES"
+fi
 
 corosync_slot() { # round size
 	say "round $1, $2 B: Corosync (run.sh SIZES=$2)"

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from totemcast import TryAgainError
-from totemcast.cpg import DispatchFlags, Guarantee, Handle, Message
+from totemcast.cpg import Address, DispatchFlags, Guarantee, Handle, Message
 
 MAGIC = 0x42475043  # "CPGB"
 HEADER = struct.Struct("<IIQQII")  # magic, type, seq, t_ns, pid, nodeid: cpgbench's struct hdr
@@ -99,7 +99,14 @@ class State:
         elif kind == T_QUIT and not own:
             self.quit_seen = True
 
-    def confchg(self, _h: Handle, _g: str | bytes, members: list, _l: list, _j: list) -> None:  # type: ignore[type-arg]
+    def confchg(
+        self,
+        _h: Handle,
+        _g: str | bytes,
+        members: list[Address],
+        _left: list[Address],
+        _joined: list[Address],
+    ) -> None:
         """The confchg callback."""
         self.members = len(members)
         if any(m.nodeid == self.nodeid and m.pid == self.pid for m in members):
@@ -110,6 +117,7 @@ class Worker:
     """A handle and its counters."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        """Connects to the node of `args.socket`."""
         self.state = State()
         self.handle = Handle(
             deliver=self.state.deliver, confchg=self.state.confchg, socket=args.socket
@@ -153,7 +161,7 @@ def emit(role: str, **fields: object) -> None:
 
 
 def send(w: Worker, args: argparse.Namespace, size: int) -> None:
-    """cpgbench's `send`."""
+    """The `send` mode of cpgbench."""
     limit = args.count if args.count is not None else 1 << 62
     s = w.state
     while s.members < args.members:
@@ -209,7 +217,7 @@ def send(w: Worker, args: argparse.Namespace, size: int) -> None:
 
 
 def recv(w: Worker) -> None:
-    """cpgbench's `recv`."""
+    """The `recv` mode of cpgbench."""
     s = w.state
     while not s.rx_end_seen:
         w.pump(None)
@@ -226,7 +234,7 @@ def recv(w: Worker) -> None:
 
 
 def latency_line(role: str, samples: list[int]) -> None:
-    """cpgbench's `print_lat`."""
+    """A latency line as cpgbench's `print_lat` prints it."""
     if not samples:
         return
     v = sorted(samples)
@@ -244,7 +252,7 @@ def latency_line(role: str, samples: list[int]) -> None:
 
 
 def ping(w: Worker, args: argparse.Namespace, size: int) -> None:
-    """cpgbench's `ping`."""
+    """The `ping` mode of cpgbench."""
     s = w.state
     iters = args.count if args.count is not None else 20000
     total = iters + args.warmup
@@ -278,7 +286,7 @@ def ping(w: Worker, args: argparse.Namespace, size: int) -> None:
 
 
 def pong(w: Worker) -> None:
-    """cpgbench's `pong`."""
+    """The `pong` mode of cpgbench."""
     s = w.state
     while not s.quit_seen:
         w.pump(0.1)

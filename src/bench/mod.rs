@@ -525,6 +525,7 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
         "build",
         "corosync",
         "libqb",
+        "python",
     ] {
         if let Some(value) = ours.note(key).or(corosync.note(key)) {
             let _ = writeln!(out, "| {key} | {value} |");
