@@ -12,6 +12,7 @@ waiting inside the call); deliveries arrive through `dispatch` callbacks with `M
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import select
 import signal
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one worker."""
     args = parse(sys.argv[1:] if argv is None else argv)
     signal.alarm(max(args.timeout, 1))  # never hang a benchmark run (cpgbench's alarm)
+    faulthandler.register(signal.SIGUSR1)  # the orchestrator asks a stuck worker where it is
     size = max(args.size, HEADER.size)
     w = Worker(args)
     w.join(args.group)

@@ -394,26 +394,33 @@ pub fn tables(results: &Results) -> String {
 #[must_use]
 pub fn node_stats_table(results: &Results) -> String {
     let mut by_key: BTreeMap<(usize, String, u64), Vec<&Line>> = BTreeMap::new();
-    let sizes: BTreeMap<(String, String), u64> = results
-        .with_role("sender")
-        .filter_map(|l| {
-            let key = (
-                l.bench().to_string(),
-                l.get("rep").unwrap_or("1").to_string(),
-            );
-            Some((key, l.number("size")? as u64))
-        })
-        .collect();
-    for line in results.with_role("node_stats") {
-        let rep = line.get("rep").unwrap_or("1").to_string();
-        let size = sizes
-            .get(&(line.bench().to_string(), rep))
-            .copied()
-            .unwrap_or(0);
-        by_key
-            .entry((bench_order(line.bench()), line.bench().to_string(), size))
-            .or_default()
-            .push(line);
+    // A step's node_stats line comes after its sender's line; it names its size (older files:
+    // the size of the sender just before it).
+    let mut last_size = BTreeMap::new();
+    for line in &results.lines {
+        let key = (
+            line.bench().to_string(),
+            line.get("rep").unwrap_or("1").to_string(),
+        );
+        match line.role() {
+            "sender" => {
+                if let Some(size) = line.number("size") {
+                    last_size.insert(key, size as u64);
+                }
+            }
+            "node_stats" => {
+                let size = line
+                    .number("size")
+                    .map(|size| size as u64)
+                    .or_else(|| last_size.get(&key).copied())
+                    .unwrap_or(0);
+                by_key
+                    .entry((bench_order(line.bench()), line.bench().to_string(), size))
+                    .or_default()
+                    .push(line);
+            }
+            _ => {}
+        }
     }
     if by_key.is_empty() {
         return String::new();
@@ -1155,7 +1162,14 @@ detect_ms=3500
              RESULT bench=send rep=2 role=sender size=1024 msgs=1000 msgs_s=10 MBps=1\n\
              RESULT bench=send rep=2 role=node_stats msgs=1000 cpu_us_per_msg=3.50 \
              nodes_runqueue_wait_ms=14 msgs_per_token=40.0 packets_per_msg=0.500 retransmits=2 \
-             flow_control_limited=9\n",
+             flow_control_limited=9\n\
+             RESULT bench=send rep=1 role=sender size=64 msgs=1000 msgs_s=10 MBps=1\n\
+             RESULT bench=send rep=1 role=node_stats msgs=1000 cpu_us_per_msg=0.50 \
+             nodes_runqueue_wait_ms=1 msgs_per_token=90.0 packets_per_msg=0.050 retransmits=0 \
+             flow_control_limited=0\n\
+             RESULT bench=send rep=1 role=node_stats size=16384 msgs=10 cpu_us_per_msg=9.00 \
+             nodes_runqueue_wait_ms=1 msgs_per_token=1.0 packets_per_msg=12.000 retransmits=0 \
+             flow_control_limited=0\n",
         );
         let table = node_stats_table(&results);
         assert!(
@@ -1165,6 +1179,9 @@ detect_ms=3500
             ),
             "{table}"
         );
+        // Sizes from the sender before (one slot per size, same rep label) or named.
+        assert!(table.contains("| 1 node, 1 sender (a) mcast_joined | 64 | 0.50 | 1 | 90.0 |"));
+        assert!(table.contains("| 1 node, 1 sender (a) mcast_joined | 16384 | 9.00 |"));
         assert!(node_stats_table(&Results::default()).is_empty());
     }
 

@@ -12,6 +12,7 @@
 )]
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -364,6 +365,7 @@ impl Env<'_> {
     ) -> Result<Vec<Line>, String> {
         let mut running = Vec::new();
         for mut command in workers {
+            let label = describe(&command);
             let mut child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -383,6 +385,7 @@ impl Env<'_> {
                 text
             });
             running.push(Running {
+                label,
                 child,
                 out,
                 err,
@@ -416,6 +419,22 @@ impl Env<'_> {
         }
         let mut lines = Vec::new();
         let mut errors = String::new();
+        let stuck: Vec<&str> = running
+            .iter()
+            .filter(|worker| worker.status.is_none())
+            .map(|worker| worker.label.as_str())
+            .collect();
+        if failure.is_some() && !stuck.is_empty() {
+            let _ = writeln!(errors, "still running: {}", stuck.join("; "));
+            // A Python worker dumps its threads' stacks on SIGUSR1 (faulthandler).
+            for worker in running.iter().filter(|worker| worker.status.is_none()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(worker.child.id() as i32),
+                    nix::sys::signal::Signal::SIGUSR1,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
         for mut worker in running {
             if worker.status.is_none() {
                 let _ = worker.child.kill();
@@ -425,8 +444,7 @@ impl Env<'_> {
             lines.extend(out.lines().filter_map(Line::parse));
             let err = worker.err.join().unwrap_or_default();
             if !err.trim().is_empty() {
-                errors.push_str(err.trim());
-                errors.push('\n');
+                let _ = writeln!(errors, "[{}] {}", worker.label, err.trim());
             }
         }
         match failure {
@@ -511,7 +529,9 @@ impl Env<'_> {
             .find(|line| line.role() == "sender")
             .and_then(|line| line.number("msgs"));
         if let (Some(msgs), Some(before), Some(after)) = (sent, before, after) {
-            lines.push(after.since(&before, msgs));
+            let mut stats = after.since(&before, msgs);
+            stats.set("size", step.size.max(super::worker::HEADER).to_string());
+            lines.push(stats);
         }
         for line in &mut lines {
             line.set("bench", step.bench());
@@ -602,10 +622,32 @@ impl NodeSample {
 }
 
 struct Running {
+    /// Role, group and node socket, for messages.
+    label: String,
     child: Child,
     out: std::thread::JoinHandle<String>,
     err: std::thread::JoinHandle<String>,
     status: Option<std::process::ExitStatus>,
+}
+
+/// A worker's command in a few words: its `--role`, `-g` and `--socket` values.
+fn describe(command: &Command) -> String {
+    let args: Vec<String> = command
+        .get_args()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|at| args.get(at + 1))
+            .map_or("?", String::as_str)
+    };
+    format!(
+        "{} in {} on {}",
+        after("--role"),
+        after("-g"),
+        after("--socket")
+    )
 }
 
 /// `totemcast node` processes: one on loopback or three in network namespaces. Stopped
@@ -1020,7 +1062,8 @@ pub fn memory_cases(quick: bool) -> Vec<MemoryCase> {
 fn memory_case(env: &mut Env<'_>, dir: &Path, case: &MemoryCase) -> Result<Line, String> {
     let nodes = Nodes::start(&env.exe, dir, 1, None)?;
     let mut clients: Vec<(Child, ChildStdin)> = Vec::new();
-    let spawn = |index: usize, count: u64| -> Result<(Child, ChildStdin, Line), String> {
+    // A client process, once it has joined (and sent): its first RESULT line says so.
+    let spawn = |index: usize, count: u64| -> Result<(Child, ChildStdin), String> {
         let args = WorkerArgs {
             role: Role::Hold,
             socket: nodes.socket(0),
@@ -1051,22 +1094,21 @@ fn memory_case(env: &mut Env<'_>, dir: &Path, case: &MemoryCase) -> Result<Line,
             if reader.read_line(&mut text).map_err(|e| e.to_string())? == 0 {
                 return Err("a memory client ended early".into());
             }
-            if let Some(line) = Line::parse(text.trim_end()) {
-                return Ok((child, stdin, line));
+            if Line::parse(text.trim_end()).is_some() {
+                return Ok((child, stdin));
             }
         }
     };
     // The others first (they join and wait), then the first client, which sends.
     for index in 1..case.clients {
-        let (child, stdin, _) = spawn(index, 0)?;
+        let (child, stdin) = spawn(index, 0)?;
         clients.push((child, stdin));
         env.progress.tick();
     }
     let mut first = None;
     if case.clients > 0 {
-        let (child, stdin, line) = spawn(0, case.msgs)?;
+        let (child, stdin) = spawn(0, case.msgs)?;
         first = Some(ProcMemory::of(&child.id().to_string()).map_err(|e| e.to_string())?);
-        let _ = line;
         clients.insert(0, (child, stdin));
     }
     let pid = nodes.pid(0).expect("running").to_string();
