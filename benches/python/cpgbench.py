@@ -59,6 +59,7 @@ class State:
     reply: tuple[tuple[int, ...], int] | None = None
     quit_seen: bool = False
     try_again: int = 0
+    wakeups_missed: int = 0
 
     def deliver(self, _h: Handle, _g: str | bytes, nodeid: int, pid: int, msg: Message) -> None:
         """The deliver callback."""
@@ -128,10 +129,23 @@ class Worker:
         self.guarantee = Guarantee.SAFE if args.guarantee == "safe" else Guarantee.AGREED
 
     def pump(self, timeout: float | None) -> None:
-        """Waits up to `timeout` seconds (None: no limit) for the descriptor, then dispatches."""
+        """Waits up to `timeout` seconds for the descriptor, then dispatches.
+
+        A wait without end (None) is made of 1 s waits: one that times out although events
+        were waiting is a missed wake-up, counted (and reported) rather than a hang.
+        """
+        woken = True
         if timeout != 0:
-            select.select([self.fd], [], [], timeout)
-        self.handle.dispatch(DispatchFlags.ALL)
+            ready, _, _ = select.select([self.fd], [], [], 1.0 if timeout is None else timeout)
+            woken = bool(ready)
+        handled = self.handle.dispatch(DispatchFlags.ALL)
+        if timeout is None and not woken and handled > 0:
+            self.state.wakeups_missed += 1
+        if timeout != 0 and handled == 0:
+            # Nothing after a wait: is the node still there? Once it has closed the connection
+            # (it drops a client that falls 512 MiB behind), the descriptor stays readable and
+            # dispatch returns 0 without an error; a request raises LibraryError.
+            self.handle.local_get()
 
     def join(self, group: str) -> None:
         """Joins `group` and waits for the own join."""
@@ -214,6 +228,7 @@ def send(w: Worker, args: argparse.Namespace, size: int) -> None:
         try_again=s.try_again,
         guarantee=args.guarantee,
         client="python",
+        wakeups_missed=s.wakeups_missed,
     )
 
 
@@ -231,6 +246,7 @@ def recv(w: Worker) -> None:
         msgs_s=f"{s.rx_count / elapsed:.0f}",
         MBps=f"{s.rx_bytes / elapsed / 1e6:.2f}",
         gaps=s.rx_gaps,
+        wakeups_missed=s.wakeups_missed,
     )
 
 

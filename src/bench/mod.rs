@@ -539,6 +539,7 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
         out.push_str("## Side by side\n\nMedians over the repetitions with [min-max]; ratios are the median of the ratios of repetitions run next to each other. `send-batch` and SAFE rows are compared with Corosync's `cpg_mcast_joined` AGREED figure (Corosync has neither).\n\n");
         out.push_str(&report::comparison(ours, corosync));
         out.push('\n');
+        out.push_str(&report::anomalies(ours));
     }
     let stats = report::node_stats_table(ours);
     if !stats.is_empty() {

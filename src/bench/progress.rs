@@ -48,6 +48,11 @@ impl Progress {
         }
     }
 
+    /// A line that is shown even when quiet (a failure).
+    pub fn warn(&mut self, text: &str) {
+        eprintln!("{}", self.clear_line(text));
+    }
+
     /// A step starts.
     pub fn begin(&mut self, label: &str) {
         self.done += 1;

@@ -387,7 +387,42 @@ pub fn tables(results: &Results) -> String {
     out.push_str(&node_stats_table(results));
     out.push_str(&memory_table(results));
     out.push_str(&failover_table(&[("", results)]));
+    out.push_str(&anomalies(results));
     out
+}
+
+/// What went wrong without failing a step: receivers that saw gaps, waits that timed out
+/// with events waiting (missed wake-ups), PINGs sent again after a second (stalls).
+#[must_use]
+pub fn anomalies(results: &Results) -> String {
+    let mut out = String::new();
+    for line in &results.lines {
+        for (key, what) in [
+            ("gaps", "sequence gaps at a receiver"),
+            (
+                "wakeups_missed",
+                "missed wake-ups (a 1 s wait ended with events waiting)",
+            ),
+            ("stalls", "PINGs unanswered for 1 s (sent again)"),
+        ] {
+            if line.number(key).is_some_and(|n| n > 0.0) {
+                let _ = writeln!(
+                    out,
+                    "- {} (rep {}, {}, {} B): {} {what}",
+                    title(line.bench()),
+                    line.get("rep").unwrap_or("?"),
+                    line.role(),
+                    line.get("size").unwrap_or("?"),
+                    line.get(key).unwrap_or("?"),
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("Anomalies:\n\n{out}\n")
+    }
 }
 
 /// Where our nodes' time went in each send scenario (the `node_stats` lines; empty without).
@@ -1183,6 +1218,21 @@ detect_ms=3500
         assert!(table.contains("| 1 node, 1 sender (a) mcast_joined | 64 | 0.50 | 1 | 90.0 |"));
         assert!(table.contains("| 1 node, 1 sender (a) mcast_joined | 16384 | 9.00 |"));
         assert!(node_stats_table(&Results::default()).is_empty());
+    }
+
+    #[test]
+    fn anomalies_are_listed_and_absent_when_none() {
+        assert_eq!(anomalies(&Results::parse(OURS)), "");
+        let bad = Results::parse(
+            "RESULT bench=fanout rep=2 role=receiver size=64 msgs_s=1 MBps=1 gaps=3 \
+             wakeups_missed=0\nRESULT bench=latency rep=1 role=ping_rtt_info size=64 stalls=1\n",
+        );
+        let text = anomalies(&bad);
+        assert!(text.contains(
+            "- 1 node, 1 sender + 3 receivers (c) (rep 2, receiver, 64 B): 3 sequence gaps"
+        ));
+        assert!(text.contains("1 PINGs unanswered"));
+        assert!(!text.contains("wake-ups"));
     }
 
     #[test]

@@ -901,7 +901,7 @@ pub fn run(
                 }
                 Err(error) => {
                     env.progress.end("FAILED");
-                    env.progress.note(&format!("FAILED: {label}: {error}"));
+                    env.progress.warn(&format!("FAILED: {label}: {error}"));
                     failures.push(format!("{label}: {}", error.lines().next().unwrap_or("")));
                 }
             }
@@ -992,6 +992,13 @@ fn summary(lines: &[Line]) -> String {
             "node CPU {} µs/msg",
             stats.get("cpu_us_per_msg").unwrap_or("?")
         ));
+    }
+    let missed: f64 = lines
+        .iter()
+        .filter_map(|l| l.number("wakeups_missed"))
+        .sum();
+    if missed > 0.0 {
+        parts.push(format!("{missed} missed wake-ups"));
     }
     if let Some(stat) = Stat::of(role("receiver").filter_map(|l| l.number("MBps"))) {
         parts.push(format!(

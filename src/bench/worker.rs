@@ -50,6 +50,8 @@ const T_QUIT: u32 = 5;
 const ZCB_POOL: usize = 64;
 /// Messages per `mcast_many` call.
 const BATCH: usize = 64;
+/// Longest single wait for events when waiting without end (see [`Worker::pump`]).
+const WAKEUP_CHECK: Duration = Duration::from_secs(1);
 
 /// What a worker process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,6 +383,8 @@ struct Worker {
     state: State,
     guarantee: Guarantee,
     try_again: u64,
+    /// Waits that ended by timeout with events waiting (the descriptor was not woken).
+    wakeups_missed: u64,
 }
 
 impl Worker {
@@ -396,6 +400,7 @@ impl Worker {
             },
             guarantee: args.guarantee,
             try_again: 0,
+            wakeups_missed: 0,
         })
     }
 
@@ -415,13 +420,22 @@ impl Worker {
 
     /// Waits up to `timeout` (`None`: without end) for an event, then runs every waiting
     /// event (cpgbench's `pump`: poll, then `cpg_dispatch(CS_DISPATCH_ALL)`).
+    ///
+    /// A wait without end is made of waits of [`WAKEUP_CHECK`]: one that times out although
+    /// events were waiting is a missed wake-up, counted (and reported) rather than a hang.
     fn pump(&mut self, timeout: Option<Duration>) -> Result<()> {
-        if timeout != Some(Duration::ZERO) {
-            self.handle.wait_for_event(timeout)?;
-        }
+        let woken = match timeout {
+            Some(Duration::ZERO) => true,
+            Some(timeout) => self.handle.wait_for_event(Some(timeout))?,
+            None => self.handle.wait_for_event(Some(WAKEUP_CHECK))?,
+        };
         let state = &mut self.state;
-        self.handle
+        let handled = self
+            .handle
             .dispatch(DispatchFlags::All, |event| state.on_event(event))?;
+        if !woken && handled > 0 && timeout.is_none() {
+            self.wakeups_missed += 1;
+        }
         Ok(())
     }
 
@@ -594,6 +608,7 @@ fn send(worker: &mut Worker, args: &WorkerArgs, size: usize) -> Result<()> {
         ),
         ("try_again", worker.try_again.to_string()),
         ("guarantee", guarantee_name(args.guarantee).to_string()),
+        ("wakeups_missed", worker.wakeups_missed.to_string()),
     ]));
     Ok(())
 }
@@ -617,6 +632,7 @@ fn recv(worker: &mut Worker) -> Result<()> {
         ("msgs_s", format!("{:.0}", s.rx_count as f64 / elapsed)),
         ("MBps", format!("{:.2}", s.rx_bytes as f64 / elapsed / 1e6)),
         ("gaps", s.rx_gaps.to_string()),
+        ("wakeups_missed", worker.wakeups_missed.to_string()),
     ]));
     Ok(())
 }
