@@ -60,6 +60,7 @@ class State:
     quit_seen: bool = False
     try_again: int = 0
     wakeups_missed: int = 0
+    idle_waits: int = 0
 
     def deliver(self, _h: Handle, _g: str | bytes, nodeid: int, pid: int, msg: Message) -> None:
         """The deliver callback."""
@@ -141,10 +142,11 @@ class Worker:
         handled = self.handle.dispatch(DispatchFlags.ALL)
         if timeout is None and not woken and handled > 0:
             self.state.wakeups_missed += 1
-        if timeout != 0 and handled == 0:
-            # Nothing after a wait: is the node still there? Once it has closed the connection
-            # (it drops a client that falls 512 MiB behind), the descriptor stays readable and
-            # dispatch returns 0 without an error; a request raises LibraryError.
+        if timeout is None and handled == 0:
+            # Nothing after a wait for events that must come: a request makes the node look at
+            # this connection again, and raises LibraryError if the node closed it (it drops a
+            # client 512 MiB behind; the descriptor then stays readable and dispatch returns 0).
+            self.state.idle_waits += 1
             self.handle.local_get()
 
     def join(self, group: str) -> None:
@@ -229,6 +231,7 @@ def send(w: Worker, args: argparse.Namespace, size: int) -> None:
         guarantee=args.guarantee,
         client="python",
         wakeups_missed=s.wakeups_missed,
+        idle_waits=s.idle_waits,
     )
 
 
@@ -247,6 +250,7 @@ def recv(w: Worker) -> None:
         MBps=f"{s.rx_bytes / elapsed / 1e6:.2f}",
         gaps=s.rx_gaps,
         wakeups_missed=s.wakeups_missed,
+        idle_waits=s.idle_waits,
     )
 
 

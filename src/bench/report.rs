@@ -404,6 +404,11 @@ pub fn anomalies(results: &Results) -> String {
                 "missed wake-ups (a 1 s wait ended with events waiting)",
             ),
             ("stalls", "PINGs unanswered for 1 s (sent again)"),
+            (
+                "idle_waits",
+                "waits of 1 s without any event while events were due (a request to the node \
+                 got things going again)",
+            ),
         ] {
             if line.number(key).is_some_and(|n| n > 0.0) {
                 let _ = writeln!(

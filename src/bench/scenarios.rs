@@ -1000,6 +1000,10 @@ fn summary(lines: &[Line]) -> String {
     if missed > 0.0 {
         parts.push(format!("{missed} missed wake-ups"));
     }
+    let idle: f64 = lines.iter().filter_map(|l| l.number("idle_waits")).sum();
+    if idle > 0.0 {
+        parts.push(format!("{idle} idle 1 s waits"));
+    }
     if let Some(stat) = Stat::of(role("receiver").filter_map(|l| l.number("MBps"))) {
         parts.push(format!(
             "receivers {:.1} MB/s each (median of {})",

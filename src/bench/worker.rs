@@ -385,6 +385,8 @@ struct Worker {
     try_again: u64,
     /// Waits that ended by timeout with events waiting (the descriptor was not woken).
     wakeups_missed: u64,
+    /// Waits of [`WAKEUP_CHECK`] that ended without any event.
+    idle_waits: u64,
 }
 
 impl Worker {
@@ -401,6 +403,7 @@ impl Worker {
             guarantee: args.guarantee,
             try_again: 0,
             wakeups_missed: 0,
+            idle_waits: 0,
         })
     }
 
@@ -433,8 +436,15 @@ impl Worker {
         let handled = self
             .handle
             .dispatch(DispatchFlags::All, |event| state.on_event(event))?;
-        if !woken && handled > 0 && timeout.is_none() {
-            self.wakeups_missed += 1;
+        if timeout.is_none() && !woken {
+            if handled > 0 {
+                self.wakeups_missed += 1;
+            } else {
+                // A second without any event while waiting for some: a request makes the node
+                // look at this connection again (and fails if it has closed it).
+                self.idle_waits += 1;
+                self.handle.local_get()?;
+            }
         }
         Ok(())
     }
@@ -609,6 +619,7 @@ fn send(worker: &mut Worker, args: &WorkerArgs, size: usize) -> Result<()> {
         ("try_again", worker.try_again.to_string()),
         ("guarantee", guarantee_name(args.guarantee).to_string()),
         ("wakeups_missed", worker.wakeups_missed.to_string()),
+        ("idle_waits", worker.idle_waits.to_string()),
     ]));
     Ok(())
 }
@@ -633,6 +644,7 @@ fn recv(worker: &mut Worker) -> Result<()> {
         ("MBps", format!("{:.2}", s.rx_bytes as f64 / elapsed / 1e6)),
         ("gaps", s.rx_gaps.to_string()),
         ("wakeups_missed", worker.wakeups_missed.to_string()),
+        ("idle_waits", worker.idle_waits.to_string()),
     ]));
     Ok(())
 }
