@@ -396,6 +396,15 @@ pub fn tables(results: &Results) -> String {
 #[must_use]
 pub fn anomalies(results: &Results) -> String {
     let mut out = String::new();
+    for line in results.with_role("failed") {
+        let _ = writeln!(
+            out,
+            "- {} (rep {}): FAILED, {}",
+            title(line.bench()),
+            line.get("rep").unwrap_or("?"),
+            line.get("reason").unwrap_or("?").replace('_', " ")
+        );
+    }
     for line in &results.lines {
         for (key, what) in [
             ("gaps", "sequence gaps at a receiver"),
@@ -1237,6 +1246,14 @@ detect_ms=3500
             "- 1 node, 1 sender + 3 receivers (c) (rep 2, receiver, 64 B): 3 sequence gaps"
         ));
         assert!(text.contains("1 PINGs unanswered"));
+        let failed = Results::parse(
+            "RESULT bench=py-fanout rep=1 role=failed reason=the_workers_did_not_finish\n",
+        );
+        assert_eq!(
+            anomalies(&failed),
+            "Anomalies:\n\n- 1 node, 1 sender + 3 receivers (c), Python client (rep 1): FAILED, \
+             the workers did not finish\n\n"
+        );
         assert!(!text.contains("wake-ups"));
     }
 

@@ -892,25 +892,39 @@ pub fn run(
         progress,
     };
     let mut failures = Vec::new();
-    let mut check =
-        |env: &mut Env<'_>, label: &str, outcome: Result<(Vec<Line>, String), String>| {
-            match outcome {
-                Ok((mine, summary)) => {
-                    env.progress.end(&summary);
-                    lines.extend(mine);
-                }
-                Err(error) => {
-                    env.progress.end("FAILED");
-                    env.progress.warn(&format!("FAILED: {label}: {error}"));
-                    failures.push(format!("{label}: {}", error.lines().next().unwrap_or("")));
-                }
+    // A failed step leaves a `role=failed` line (its reason in one word-joined token), so
+    // that reports say what is missing and why.
+    let mut check = |env: &mut Env<'_>,
+                     label: &str,
+                     (bench, rep): (String, u32),
+                     outcome: Result<(Vec<Line>, String), String>| {
+        match outcome {
+            Ok((mine, summary)) => {
+                env.progress.end(&summary);
+                lines.extend(mine);
             }
-            if INTERRUPTED.load(Ordering::Relaxed) {
-                Err("interrupted".to_string())
-            } else {
-                Ok(())
+            Err(error) => {
+                env.progress.end("FAILED");
+                env.progress.warn(&format!("FAILED: {label}: {error}"));
+                let first = error.lines().next().unwrap_or("").to_string();
+                lines.push(Line::from_pairs([
+                    ("bench", bench),
+                    ("rep", rep.to_string()),
+                    ("role", "failed".to_string()),
+                    (
+                        "reason",
+                        first.split_whitespace().collect::<Vec<_>>().join("_"),
+                    ),
+                ]));
+                failures.push(format!("{label}: {first}"));
             }
-        };
+        }
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            Err("interrupted".to_string())
+        } else {
+            Ok(())
+        }
+    };
     for (topology, count, name) in [(Topology::One, 1, "one"), (Topology::Three, 3, "three")] {
         let mine: Vec<&Step> = steps.iter().filter(|s| s.topology == topology).collect();
         if mine.is_empty() {
@@ -927,7 +941,7 @@ pub fn run(
                 let s = summary(&l);
                 (l, s)
             });
-            check(&mut env, &label, outcome)?;
+            check(&mut env, &label, (step.bench(), step.rep), outcome)?;
         }
     }
     for case in &memory {
@@ -942,7 +956,7 @@ pub fn run(
             );
             (vec![line], s)
         });
-        check(&mut env, &label, outcome)?;
+        check(&mut env, &label, ("memory".into(), 1), outcome)?;
     }
     for rep in options.first_rep..options.first_rep + failover_reps {
         let label = format!("failure detection · kill -9 · rep {rep}");
@@ -956,7 +970,7 @@ pub fn run(
             );
             (vec![line], s)
         });
-        check(&mut env, &label, outcome)?;
+        check(&mut env, &label, ("failover".into(), rep), outcome)?;
     }
     if failures.is_empty() {
         Ok(())
