@@ -319,41 +319,32 @@ impl Service {
     /// `cpg_mcast_joined`: the totem payload carrying `payload` (one copy), or why not. The
     /// caller hands it to the core (its flow control decides acceptance).
     pub fn mcast(&mut self, conn: ConnId, payload: &[u8]) -> Result<Bytes> {
-        let c = self.conn(conn)?;
-        match (c.state, &c.group) {
-            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
-                Ok(super::wire::encode_mcast(c.pid, group, payload))
-            }
-            _ => Err(Error::NotExist("this handle has not joined a group".into())),
-        }
+        let (pid, group) = self.sender(conn)?;
+        Ok(super::wire::encode_mcast(pid, group, payload))
     }
 
     /// [`Service::mcast`] for a message of `len` bytes that the caller appends to the returned
     /// buffer (copying it once, from wherever it is).
     pub fn mcast_prefix(&self, conn: ConnId, len: usize) -> Result<Vec<u8>> {
-        let c = self
-            .conns
-            .get(&conn)
-            .ok_or_else(|| Error::BadHandle(format!("no connection {conn}").into()))?;
-        match (c.state, &c.group) {
-            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
-                Ok(super::wire::mcast_prefix(c.pid, group, len))
-            }
-            _ => Err(Error::NotExist("this handle has not joined a group".into())),
-        }
+        let (pid, group) = self.sender(conn)?;
+        Ok(super::wire::mcast_prefix(pid, group, len))
     }
 
     /// A batch of small multicasts (see [`super::wire::Message::McastBatch`]): the totem
     /// payload up to its items, with room for `len` bytes of them.
     pub fn mcast_batch_prefix(&self, conn: ConnId, len: usize) -> Result<Vec<u8>> {
+        let (pid, group) = self.sender(conn)?;
+        Ok(super::wire::mcast_batch_prefix(pid, group, len))
+    }
+
+    /// The process and group of a connection that may send (joined, or its join on the way).
+    fn sender(&self, conn: ConnId) -> Result<(u32, &Group)> {
         let c = self
             .conns
             .get(&conn)
             .ok_or_else(|| Error::BadHandle(format!("no connection {conn}").into()))?;
         match (c.state, &c.group) {
-            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => {
-                Ok(super::wire::mcast_batch_prefix(c.pid, group, len))
-            }
+            (ConnState::JoinStarted | ConnState::Joined, Some(group)) => Ok((c.pid, group)),
             _ => Err(Error::NotExist("this handle has not joined a group".into())),
         }
     }
