@@ -358,10 +358,13 @@ impl Env<'_> {
 
     /// Runs `workers` together (in this order: receivers before their sender), waits for all,
     /// and returns their RESULT lines.
+    /// On a failure, the clients' counters of the node on `diagnose` (asked before the workers
+    /// still running are stopped) go into the error, for whoever looks into it.
     fn run_workers(
         &mut self,
         workers: Vec<Command>,
         deadline: Duration,
+        diagnose: Option<&Path>,
     ) -> Result<Vec<Line>, String> {
         let mut running = Vec::new();
         for mut command in workers {
@@ -424,6 +427,13 @@ impl Env<'_> {
             .filter(|worker| worker.status.is_none())
             .map(|worker| worker.label.as_str())
             .collect();
+        if failure.is_some()
+            && let Some(socket) = diagnose
+        {
+            let clients = crate::node::driver::status(socket)
+                .map_or_else(|e| e.to_string(), |s| s["counters"]["clients"].to_string());
+            let _ = writeln!(errors, "the node's clients: {clients}");
+        }
         if failure.is_some() && !stuck.is_empty() {
             let _ = writeln!(errors, "still running: {}", stuck.join("; "));
             // A Python worker dumps its threads' stacks on SIGUSR1 (faulthandler).
@@ -454,7 +464,7 @@ impl Env<'_> {
     }
 
     fn deadline(&self) -> Duration {
-        Duration::from_secs_f64(self.options.duration * 2.0 + 90.0)
+        Duration::from_secs_f64(self.options.duration * 3.0 + 60.0)
     }
 
     /// Runs one step on `nodes`; its RESULT lines tagged with `bench` and `rep`.
@@ -522,7 +532,7 @@ impl Env<'_> {
             }
         }
         let before = NodeSample::take(nodes);
-        let mut lines = self.run_workers(workers, self.deadline())?;
+        let mut lines = self.run_workers(workers, self.deadline(), Some(&nodes.socket(0)))?;
         let after = NodeSample::take(nodes);
         let sent = lines
             .iter()
@@ -1195,7 +1205,7 @@ fn failover(env: &mut Env<'_>, dir: &Path, rep: u32) -> Result<Line, String> {
         ..WorkerArgs::default()
     };
     let watch = env.worker(Client::Rust, &nodes.prefix(0), &args);
-    let lines = env.run_workers(vec![watch], Duration::from_secs(120));
+    let lines = env.run_workers(vec![watch], Duration::from_secs(120), None);
     nodes.reap(victim);
     let lines = lines?;
     let mut line = lines
