@@ -397,9 +397,13 @@ pub fn tables(results: &Results) -> String {
 pub fn anomalies(results: &Results) -> String {
     let mut out = String::new();
     for line in results.with_role("failed") {
+        let size = line
+            .get("size")
+            .filter(|&size| size != "0")
+            .map_or(String::new(), |size| format!(", {size} B"));
         let _ = writeln!(
             out,
-            "- {} (rep {}): FAILED, {}",
+            "- {} (rep {}{size}): FAILED, {}",
             title(line.bench()),
             line.get("rep").unwrap_or("?"),
             line.get("reason").unwrap_or("?").replace('_', " ")
@@ -435,7 +439,10 @@ pub fn anomalies(results: &Results) -> String {
     if out.is_empty() {
         out
     } else {
-        format!("Anomalies:\n\n{out}\n")
+        format!(
+            "Anomalies (a figure with idle waits includes those seconds; a FAILED step has no \
+             figure):\n\n{out}\n"
+        )
     }
 }
 
@@ -1247,12 +1254,13 @@ detect_ms=3500
         ));
         assert!(text.contains("1 PINGs unanswered"));
         let failed = Results::parse(
-            "RESULT bench=py-fanout rep=1 role=failed reason=the_workers_did_not_finish\n",
+            "RESULT bench=py-fanout rep=1 role=failed size=1024 reason=the_workers_did_not_finish\n",
         );
         assert_eq!(
             anomalies(&failed),
-            "Anomalies:\n\n- 1 node, 1 sender + 3 receivers (c), Python client (rep 1): FAILED, \
-             the workers did not finish\n\n"
+            "Anomalies (a figure with idle waits includes those seconds; a FAILED step has no \
+             figure):\n\n- 1 node, 1 sender + 3 receivers (c), Python client (rep 1, 1024 B): \
+             FAILED, the workers did not finish\n\n"
         );
         assert!(!text.contains("wake-ups"));
     }

@@ -906,7 +906,7 @@ pub fn run(
     // that reports say what is missing and why.
     let mut check = |env: &mut Env<'_>,
                      label: &str,
-                     (bench, rep): (String, u32),
+                     (bench, rep, size): (String, u32, usize),
                      outcome: Result<(Vec<Line>, String), String>| {
         match outcome {
             Ok((mine, summary)) => {
@@ -920,6 +920,7 @@ pub fn run(
                 lines.push(Line::from_pairs([
                     ("bench", bench),
                     ("rep", rep.to_string()),
+                    ("size", size.to_string()),
                     ("role", "failed".to_string()),
                     (
                         "reason",
@@ -951,7 +952,12 @@ pub fn run(
                 let s = summary(&l);
                 (l, s)
             });
-            check(&mut env, &label, (step.bench(), step.rep), outcome)?;
+            check(
+                &mut env,
+                &label,
+                (step.bench(), step.rep, step.size),
+                outcome,
+            )?;
         }
     }
     for case in &memory {
@@ -966,7 +972,7 @@ pub fn run(
             );
             (vec![line], s)
         });
-        check(&mut env, &label, ("memory".into(), 1), outcome)?;
+        check(&mut env, &label, ("memory".into(), 1, case.size), outcome)?;
     }
     for rep in options.first_rep..options.first_rep + failover_reps {
         let label = format!("failure detection · kill -9 · rep {rep}");
@@ -980,7 +986,7 @@ pub fn run(
             );
             (vec![line], s)
         });
-        check(&mut env, &label, ("failover".into(), rep), outcome)?;
+        check(&mut env, &label, ("failover".into(), rep, 0), outcome)?;
     }
     if failures.is_empty() {
         Ok(())
