@@ -63,7 +63,7 @@ seqno_unchanged_const = 30      # idle rotations before the token is held
 miss_count_const = 5            # rotations a gap persists before retransmission is asked
 window_size = 50                # messages all nodes may send per token rotation
 max_messages = 17               # messages one node may send per token visit
-netmtu = 1500                   # link MTU in bytes
+netmtu = 1500                   # link MTU in bytes (a cluster of one node sends no datagram)
 max_message_size = 67108864     # largest application message in bytes (64 MiB)
 
 [crypto]
@@ -514,6 +514,11 @@ impl FileConfig {
             };
             ConfigError::line(format!("{}: totem.{detail}", self.origin.display()))
         })?;
+        if self.nodes.len() == 1 {
+            // A cluster of this node alone never sends a datagram (its ring neither seals nor
+            // sends): packets as large as the core makes spare a large message its fragments.
+            config.netmtu = crate::totem::config::NETMTU_MAX;
+        }
         Ok(config)
     }
 }
@@ -1336,8 +1341,16 @@ mod tests {
         let config = parse_text(text).unwrap();
         let core = config.core_config(NodeId(7), 0).unwrap();
         let mut expected = Config::new(NodeId(7), &ids(&[7]));
-        expected.netmtu = 1500 - 28;
+        // A cluster of one node sends no datagram: its packets are as large as the core allows.
+        expected.netmtu = crate::totem::config::NETMTU_MAX;
         assert_eq!(core, expected);
+        // A netmtu that is wrong is still reported as such.
+        let text = text.replace("[[node]]", "netmtu = 10\n[[node]]");
+        let error = parse_text(&text)
+            .and_then(|config| config.core_config(NodeId(7), 0))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("totem.netmtu: 10"), "{error}");
         assert_eq!(config.totem.token, Duration::from_secs(3));
         assert_eq!(config.crypto.cipher, CipherName::Aes256Gcm);
         assert_eq!(config.logging.format, LogFormat::Text);

@@ -371,10 +371,13 @@ impl Driver {
             while let Some((destination, datagram)) = self.core.poll_transmit_bytes() {
                 if self.transport.reaches_anyone(destination) {
                     self.sealer.seal(&datagram, &mut self.buffers.sealed);
-                    self.transport.send(destination, &self.buffers.sealed);
+                    self.transport.queue(destination, &self.buffers.sealed);
                 }
                 quiet = false;
             }
+            // Out before the events, which may take long (deliveries to clients): the token
+            // must not wait for them.
+            self.transport.flush_queued();
             while let Some(event) = self.core.poll_event() {
                 self.handle_event(now, event);
                 quiet = false;

@@ -32,6 +32,10 @@ pub enum PlantedBug {
     SingletonSkipsCommit,
 }
 
+/// Largest datagram the core may be asked to produce (a UDP datagram's payload, with room
+/// to spare for IPv6 and crypto).
+pub const NETMTU_MAX: usize = 65_000;
+
 /// Settings of one core. Build with [`Config::new`] (Corosync's defaults), adjust fields,
 /// and the core checks them with [`Config::validate`] when it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,9 +188,9 @@ impl Config {
             ));
         }
         let smallest_mtu = super::wire::MCAST_PREFIX_LEN + super::wire::CHUNK_HEADER_LEN + 64;
-        if self.netmtu < smallest_mtu || self.netmtu > 65_000 {
+        if self.netmtu < smallest_mtu || self.netmtu > NETMTU_MAX {
             return invalid(format!(
-                "netmtu: {} is outside {smallest_mtu}..=65000",
+                "netmtu: {} is outside {smallest_mtu}..={NETMTU_MAX}",
                 self.netmtu
             ));
         }

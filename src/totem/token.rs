@@ -300,7 +300,10 @@ impl Node {
     /// Packs the front of the send queue into one packet with `seq` and multicasts it.
     fn broadcast_packet(&mut self, seq: u64) {
         let header = self.next_header(seq);
-        let mut bytes = Vec::with_capacity(self.config.netmtu);
+        // Sized to what the queue holds (at most a datagram): packets stay in the sort queue
+        // until stable, and netmtu can be large (a cluster of one node).
+        let queued = self.send_queue_bytes + self.send_queue.len() * CHUNK_HEADER_LEN;
+        let mut bytes = Vec::with_capacity(self.config.netmtu.min(MCAST_PREFIX_LEN + queued));
         let mut writer = McastWriter::new(&mut bytes, self.config.node_id, &header);
         let mut space = self.config.netmtu - MCAST_PREFIX_LEN;
         let mut completed = 0;
