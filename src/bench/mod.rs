@@ -18,6 +18,7 @@
     reason = "a command-line front talks to the terminal"
 )]
 
+pub mod limits;
 pub mod netns;
 pub mod progress;
 pub mod report;

@@ -944,6 +944,7 @@ pub fn comparison(ours: &Results, corosync: &Results) -> String {
         ("Corosync 3.1.7", corosync),
     ]));
     out.push_str(&goals_table(&goals(ours, corosync)));
+    out.push_str(&super::limits::limits(ours, corosync));
     out
 }
 

@@ -541,6 +541,11 @@ impl Env<'_> {
         if let (Some(msgs), Some(before), Some(after)) = (sent, before, after) {
             let mut stats = after.since(&before, msgs);
             stats.set("size", step.size.max(super::worker::HEADER).to_string());
+            // What flow control allowed per token visit, for the report's bounds.
+            stats.set(
+                "max_messages",
+                nodes.configs[0].totem.max_messages.to_string(),
+            );
             lines.push(stats);
         }
         for line in &mut lines {

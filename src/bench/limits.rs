@@ -1,0 +1,220 @@
+//! What bounds the figures that miss their goal, computed from the same run's figures: the
+//! nodes' CPU per message (schedstat), flow control per token visit and the rotation time
+//! (node 1's counters), and the UDP loopback round trip of the machine.
+
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "figures and counts far below 2^52"
+)]
+
+use std::fmt::Write as _;
+
+use super::report::{Results, Stat};
+
+/// Cores of the machine the run was on (the notes carry them; 2 on the project machine).
+fn cores(results: &Results) -> f64 {
+    results
+        .note("cores")
+        .and_then(|cores| cores.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
+}
+
+/// The median over repetitions of `key` in the `node_stats` lines of `bench` at `size`.
+fn node_stat(results: &Results, bench: &str, size: u64, key: &str) -> Option<f64> {
+    let values = results
+        .with_role("node_stats")
+        .filter(|line| line.bench() == bench && line.number("size") == Some(size as f64))
+        .filter_map(|line| line.number(key));
+    Stat::of(values).map(|stat| stat.median)
+}
+
+/// The median msgs/s (`index` 0) or MB/s (1) of `bench`'s `role` lines at `size`.
+fn figure(results: &Results, bench: &str, role: &str, size: u64, index: usize) -> Option<f64> {
+    let samples = results
+        .throughput()
+        .remove(&(bench.to_string(), role.to_string(), size))?;
+    Stat::of(samples.iter().map(|sample| sample.values[index])).map(|stat| stat.median)
+}
+
+/// The median of the latency lines of `role` in either results (the UDP reference).
+fn latency(results: &[&Results], role: &str) -> Option<f64> {
+    let values = results.iter().flat_map(|results| {
+        results
+            .latency()
+            .into_iter()
+            .filter(|((_, r), _)| r == role)
+            .flat_map(|(_, samples)| samples.into_iter().map(|s| s.values[0]))
+            .collect::<Vec<f64>>()
+    });
+    Stat::of(values).map(|stat| stat.median)
+}
+
+const LARGE: u64 = 65_536;
+const GOAL_FACTOR: f64 = 5.0;
+
+/// One node, 64 KiB to 3 receivers: the node's one thread copies every message out of the
+/// sender's ring and into 4 rings.
+fn fanout(ours: &Results, corosync: &Results) -> Option<String> {
+    let theirs = figure(corosync, "fanout", "receiver", LARGE, 1)?;
+    let mine = figure(ours, "fanout", "receiver", LARGE, 1)?;
+    if mine >= GOAL_FACTOR * theirs {
+        return None;
+    }
+    let cpu_us = node_stat(ours, "fanout", LARGE, "cpu_us_per_msg")?;
+    let ceiling_msgs = 1e6 / cpu_us;
+    let ceiling_mb = ceiling_msgs * LARGE as f64 / 1e6;
+    Some(format!(
+        "- **1 node, 64 KiB, 1 sender + 3 receivers** ({mine:.0} MB/s per receiver, {:.2}× \
+         Corosync's {theirs:.0}): the node spent {cpu_us:.1} µs of CPU per message. It copies \
+         each message once out of the sender's ring and once into each of 4 rings (3 \
+         receivers and the sender's own delivery): 5 × 64 KiB. At that cost its one thread \
+         delivers at most {ceiling_msgs:.0} msg/s, {ceiling_mb:.0} MB/s per receiver, \
+         {:.2}× Corosync, even with a core to itself; the goal needs {:.0} MB/s. Beyond that \
+         takes one copy shared by all local receivers instead of one per receiver.\n",
+        mine / theirs,
+        ceiling_mb / theirs,
+        GOAL_FACTOR * theirs,
+    ))
+}
+
+/// Three nodes, 64 KiB: what flow control lets through per token rotation, and the CPU.
+fn cluster3(ours: &Results, corosync: &Results) -> Option<String> {
+    let bench = "cluster3-send";
+    let theirs = figure(corosync, bench, "sender", LARGE, 1)?;
+    let mine = figure(ours, bench, "sender", LARGE, 1)?;
+    if mine >= GOAL_FACTOR * theirs {
+        return None;
+    }
+    let msgs_s = figure(ours, bench, "sender", LARGE, 0)?;
+    let stat = |key| node_stat(ours, bench, LARGE, key);
+    let (per_rotation, packets_per_msg, max_messages) = (
+        stat("msgs_per_token")?,
+        stat("packets_per_msg")?,
+        stat("max_messages")?,
+    );
+    let limited = 100.0 * stat("flow_control_limited")? / stat("tokens")?.max(1.0);
+    let rotation_us = 1e6 * per_rotation / msgs_s;
+    let cpu_us = stat("cpu_us_per_msg")?;
+    let cores = cores(ours);
+    let cpu_bound_mb = cores * 1e6 / cpu_us * LARGE as f64 / 1e6;
+    let target_mb = GOAL_FACTOR * theirs;
+    let needed_rotation_us = rotation_us * mine / target_mb;
+    let udp = latency(&[ours, corosync], "udp_rtt")
+        .map(|rtt| format!(" (a UDP round trip on loopback takes {rtt:.1} µs here)"))
+        .unwrap_or_default();
+    Some(format!(
+        "- **3 nodes, 64 KiB** ({mine:.0} MB/s, {:.2}× Corosync's {theirs:.0}): flow control \
+         (Corosync's defaults, which we keep) let node 1 send max_messages = \
+         {max_messages:.0} packets per token visit, and it did on {limited:.0} % of its \
+         visits: {per_rotation:.2} messages of {packets_per_msg:.1} packets per \
+         rotation. A rotation (3 token hops between 3 node processes sharing {cores:.0} cores \
+         with the workers) took {rotation_us:.0} µs. 5× Corosync ({target_mb:.0} MB/s) would \
+         need rotations of {needed_rotation_us:.0} µs, {:.1} µs per hop{udp}. The CPU bounds \
+         it too: the three nodes spent {cpu_us:.0} µs per message in all, so {cores:.0} cores \
+         carry at most {cpu_bound_mb:.0} MB/s, before any worker runs.\n",
+        mine / theirs,
+        needed_rotation_us / 3.0,
+    ))
+}
+
+/// One node round trip: two process wake-ups each way.
+fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
+    let median = |results: &Results| {
+        Stat::of(
+            results
+                .latency()
+                .remove(&("latency".to_string(), "ping_rtt".to_string()))?
+                .iter()
+                .map(|sample| sample.values[0]),
+        )
+        .map(|stat| stat.median)
+    };
+    let (mine, theirs) = (median(ours)?, median(corosync)?);
+    if mine <= theirs / GOAL_FACTOR {
+        return None;
+    }
+    let udp = latency(&[ours, corosync], "udp_rtt")?;
+    Some(format!(
+        "- **1 node, round trip** ({mine:.1} µs, {:.2}× Corosync's {theirs:.1}): a round trip \
+         is two hops through the node, each a wake-up of the node by the sender and of the \
+         receiver by the node: four process wake-ups on {:.0} cores, where one UDP round trip \
+         on loopback (two wake-ups) takes {udp:.1} µs. The goal needs {:.1} µs, {:.1}× that \
+         UDP round trip.\n",
+        mine / theirs,
+        cores(ours),
+        theirs / GOAL_FACTOR,
+        theirs / GOAL_FACTOR / udp,
+    ))
+}
+
+/// The measured bounds of the goals that were missed; empty when there are none.
+#[must_use]
+pub fn limits(ours: &Results, corosync: &Results) -> String {
+    let found: Vec<String> = [
+        fanout(ours, corosync),
+        round_trip(ours, corosync),
+        cluster3(ours, corosync),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if found.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nWhat bounds the goals not met, from this run's figures (node CPU from schedstat, \
+         node 1's protocol counters):\n\n",
+    );
+    for line in found {
+        let _ = write!(out, "{line}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(text: &str) -> Results {
+        Results::parse(text)
+    }
+
+    #[test]
+    fn missed_goals_get_their_bounds_from_the_figures() {
+        let corosync = results(
+            "# cores: 2\n\
+             RESULT bench=fanout rep=1 role=receiver size=65536 msgs_s=8000 MBps=524.3\n\
+             RESULT bench=cluster3-send rep=1 role=sender size=65536 msgs_s=1300 MBps=85.2\n\
+             RESULT bench=latency rep=1 role=ping_rtt median_us=170 p99_us=400\n\
+             RESULT bench=latency rep=1 role=udp_rtt median_us=10 p99_us=13\n",
+        );
+        let ours = results(
+            "# cores: 2\n\
+             RESULT bench=fanout rep=1 role=receiver size=65536 msgs_s=20000 MBps=1310.7\n\
+             RESULT bench=fanout rep=1 role=node_stats size=65536 cpu_us_per_msg=25\n\
+             RESULT bench=cluster3-send rep=1 role=sender size=65536 msgs_s=3000 MBps=196.6\n\
+             RESULT bench=cluster3-send rep=1 role=node_stats size=65536 msgs_per_token=0.36 \
+             packets_per_msg=47.4 max_messages=17 flow_control_limited=900 tokens=1000 \
+             cpu_us_per_msg=400\n\
+             RESULT bench=latency rep=1 role=ping_rtt median_us=30 p99_us=60\n",
+        );
+        let text = limits(&ours, &corosync);
+        // 1e6 / 25 µs = 40000 msg/s = 2621 MB/s = 5.00× 524.3.
+        assert!(
+            text.contains("delivers at most 40000 msg/s, 2621 MB/s"),
+            "{text}"
+        );
+        // 0.36 / 3000 msg/s = 120 µs per rotation; 196.6 / 426 of it = 55 µs.
+        assert!(text.contains("took 120 µs"), "{text}");
+        assert!(text.contains("did on 90 %"), "{text}");
+        assert!(text.contains("carry at most 328 MB/s"), "{text}");
+        // 30 µs against 170 / 5 = 34: met, so no bound is given.
+        assert!(!text.contains("round trip**"), "{text}");
+
+        let met = results(
+            "RESULT bench=fanout rep=1 role=receiver size=65536 msgs_s=80000 MBps=5242.9\n",
+        );
+        assert!(fanout(&met, &corosync).is_none());
+        assert_eq!(limits(&Results::default(), &corosync), "");
+    }
+}
