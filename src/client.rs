@@ -1,11 +1,12 @@
 //! What the client libraries share: a session with the node over the IPC handshake and two
 //! rings — requests that wait for their answer (keeping the events that come first), one-way
 //! records written straight into the request ring, and dispatch of event records with the
-//! `cs_dispatch_flags_t` rules. Each service's handle decodes its own records.
+//! `cs_dispatch_flags_t` rules; and the waits both client libraries share (in slices with an
+//! interrupt check). Each service's handle decodes its own records.
 
 use std::collections::VecDeque;
 use std::io::Read as _;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,8 +19,14 @@ use crate::ids::NodeId;
 use crate::ipc::connection::{self, Endpoint};
 use crate::ipc::ring::{ClaimError, Corrupt};
 
+/// A check run while a call waits (see [`crate::cpg::Handle::set_interrupt_check`],
+/// [`crate::evs::Handle::set_interrupt_check`]).
+pub type InterruptCheck = Box<dyn FnMut() -> Result<()> + Send>;
+
+/// How often a wait with an interrupt check looks at it.
+const INTERRUPT_SLICE: Duration = Duration::from_millis(100);
+
 /// A client's connection to one service of its node.
-#[derive(Debug)]
 pub(crate) struct Session {
     endpoint: Endpoint,
     nodeid: NodeId,
@@ -33,6 +40,18 @@ pub(crate) struct Session {
     answers: VecDeque<Vec<u8>>,
     /// Answers still to come for requests whose caller stopped waiting: dropped when they come.
     stale_answers: usize,
+    /// Asked between short sleeps and after signals; an error ends the wait.
+    interrupt: Option<InterruptCheck>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("nodeid", &self.nodeid)
+            .field("pending", &self.pending.len())
+            .field("stale_answers", &self.stale_answers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -63,7 +82,14 @@ impl Session {
             buffer: Vec::new(),
             answers: VecDeque::new(),
             stale_answers: 0,
+            interrupt: None,
         }
+    }
+
+    /// Installs `check`, run at least every 100 ms and after every signal while a call waits;
+    /// an error from it ends the wait with that error.
+    pub(crate) fn set_interrupt_check(&mut self, check: Option<InterruptCheck>) {
+        self.interrupt = check;
     }
 
     /// The node's id, from the handshake.
@@ -84,10 +110,6 @@ impl Session {
     /// A new descriptor that is readable when the node wakes this side (its eventfd) or is gone
     /// (the socket's end of file), as [`crate::cpg::Handle::fd_get`]'s: for callers that wait
     /// themselves.
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
     pub(crate) fn watch(&self) -> Result<OwnedFd> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .and_then(|epoll| {
@@ -103,28 +125,19 @@ impl Session {
         Ok(epoll.0)
     }
 
-    /// Whether the node is gone (its end of the socket closed), without waiting.
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
-    pub(crate) fn peer_gone(&self) -> bool {
-        self.endpoint.peer_gone()
-    }
-
     /// Writes a one-way record of `len` bytes filled in place by `fill`. `CS_ERR_TRY_AGAIN`
-    /// when the request ring is full (nothing was written).
+    /// when the request ring is full (nothing was written), `CS_ERR_LIBRARY` then if the node
+    /// is gone.
     pub(crate) fn send(
         &mut self,
         kind: u32,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
-        let mut claim = match self.endpoint.tx.claim(len).map_err(lost)? {
+        let claimed = self.endpoint.tx.claim(len).map_err(lost)?;
+        let mut claim = match claimed {
             Ok(claim) => claim,
-            Err(ClaimError::Full) => {
-                return Err(Error::TryAgain("the request ring is full".into()));
-            }
+            Err(ClaimError::Full) => return Err(self.full()),
             Err(ClaimError::TooBig) => return Err(Error::TooBig("larger than the ring".into())),
         };
         fill(claim.payload_mut());
@@ -134,15 +147,32 @@ impl Session {
         Ok(())
     }
 
+    /// Why a record did not fit the request ring: the node is gone, or behind.
+    fn full(&self) -> Error {
+        if self.endpoint.peer_gone() {
+            Error::Library("the node closed the connection".into())
+        } else {
+            Error::TryAgain("the request ring is full".into())
+        }
+    }
+
     /// Sends a request and waits for its answer record; returns the record's body (the service
-    /// decodes it). Events that come first are kept for dispatch.
+    /// decodes it). Events that come first are kept for dispatch. A wait ended by the interrupt
+    /// check abandons the request (it still reaches the node; its answer is dropped).
     pub(crate) fn request(&mut self, kind: u32, body: &[u8]) -> Result<Vec<u8>> {
         self.start_request(kind, body)?;
         loop {
-            if let Some(answer) = self.poll_answer()? {
-                return Ok(answer);
+            let waited = match self.poll_answer() {
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => self.wait(),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = waited {
+                if matches!(error, Error::Interrupt(_)) {
+                    self.abandon_request();
+                }
+                return Err(error);
             }
-            self.wait()?;
         }
     }
 
@@ -174,7 +204,9 @@ impl Session {
                 Some(kind) => self.pending.push_back((kind, self.buffer.clone())),
                 // Asleep, and the node still there (its wake-up meanwhile is consumed: read on).
                 None => {
-                    if self.endpoint.rx.prepare_to_sleep() && !self.sleep(Some(Duration::ZERO))? {
+                    if self.endpoint.rx.prepare_to_sleep()
+                        && !sleep_once(&self.endpoint, Some(Duration::ZERO))?
+                    {
                         return Ok(None);
                     }
                 }
@@ -184,10 +216,6 @@ impl Session {
 
     /// Gives up waiting for the request in flight: it still reaches the node, and its answer
     /// is dropped.
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
     pub(crate) fn abandon_request(&mut self) {
         if self.answers.pop_front().is_none() {
             self.stale_answers += 1;
@@ -259,10 +287,6 @@ impl Session {
     /// themselves. When there is none, the session counts as asleep, so the node makes the
     /// descriptor readable with its next record. `CS_ERR_LIBRARY` once no event is left and
     /// the node is gone.
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
     pub(crate) fn try_next_event<E>(
         &mut self,
         decode: impl Fn(u32, &[u8]) -> Option<E>,
@@ -282,10 +306,6 @@ impl Session {
 
     /// Waits until an event may be there or `timeout` passes; false on timeout. Returns at
     /// once if records wait. `CS_ERR_LIBRARY` when the node has gone away.
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
     pub(crate) fn wait_for_event(&mut self, timeout: Option<Duration>) -> Result<bool> {
         if !self.pending.is_empty() || !self.endpoint.rx.prepare_to_sleep() {
             return Ok(true);
@@ -315,50 +335,75 @@ impl Session {
     }
 
     /// Sleeps (marked asleep already) until the node wakes this side, goes away, or `timeout`
-    /// passes (false then).
+    /// passes (false then); with an interrupt check, in slices, asking it after each.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        let timeout = match timeout {
-            None => PollTimeout::NONE,
-            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
-        };
-        let mut fds = [
-            PollFd::new(self.endpoint.stream.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.endpoint.wakeup(), PollFlags::POLLIN),
-        ];
-        let ready = match poll(&mut fds, timeout) {
-            Ok(ready) => ready > 0,
-            Err(nix::errno::Errno::EINTR) => true,
-            Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
-        };
-        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-            let mut byte = [0u8; 1];
-            match (&self.endpoint.stream).read(&mut byte) {
-                Ok(0) | Err(_) => {
-                    return Err(Error::Library("the node closed the connection".into()));
-                }
-                Ok(_) => {}
-            }
-        }
-        self.endpoint.clear_wakeup();
-        Ok(ready)
+        let endpoint = &self.endpoint;
+        sleep_interruptible(&mut self.interrupt, timeout, |timeout| {
+            sleep_once(endpoint, timeout)
+        })
     }
 
     /// After `CS_ERR_TRY_AGAIN`, for callers that wait on the descriptor themselves: asks the
     /// node to make it readable once it has released room for a record of `len` bytes; false
     /// when the room is there already (retry at once).
-    #[cfg_attr(
-        not(feature = "python"),
-        allow(dead_code, reason = "used by the Python EVS handle")
-    )]
     pub(crate) fn notify_when_writable(&mut self, len: usize) -> Result<bool> {
         let record = len.min(self.endpoint.tx.payload_max());
         self.endpoint.tx.prepare_to_wait(record).map_err(lost)
     }
+}
 
-    /// The wake-up descriptor as a raw fd (`*_fd_get`).
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.endpoint.wakeup_fd()
+/// Sleeps with `sleep_once` until it returns true or `timeout` passes (false then); with an
+/// interrupt check, in slices, asking it after each (its error ends the wait).
+pub(crate) fn sleep_interruptible(
+    interrupt: &mut Option<InterruptCheck>,
+    timeout: Option<Duration>,
+    mut sleep_once: impl FnMut(Option<Duration>) -> Result<bool>,
+) -> Result<bool> {
+    let Some(check) = interrupt else {
+        return sleep_once(timeout);
+    };
+    let deadline = timeout.map(|timeout| std::time::Instant::now() + timeout);
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let slice = left.map_or(INTERRUPT_SLICE, |left| left.min(INTERRUPT_SLICE));
+        let ready = sleep_once(Some(slice))?;
+        check()?;
+        if ready {
+            return Ok(true);
+        }
+        if left.is_some_and(|left| left <= slice) {
+            return Ok(false);
+        }
     }
+}
+
+/// One sleep until the node wakes `endpoint`'s side, goes away (`CS_ERR_LIBRARY`), or
+/// `timeout` passes (false then); a signal counts as a wake-up.
+pub(crate) fn sleep_once(endpoint: &Endpoint, timeout: Option<Duration>) -> Result<bool> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+    };
+    let mut fds = [
+        PollFd::new(endpoint.stream.as_fd(), PollFlags::POLLIN),
+        PollFd::new(endpoint.wakeup(), PollFlags::POLLIN),
+    ];
+    let ready = match poll(&mut fds, timeout) {
+        Ok(ready) => ready > 0,
+        Err(nix::errno::Errno::EINTR) => true,
+        Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
+    };
+    if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+        let mut byte = [0u8; 1];
+        match (&endpoint.stream).read(&mut byte) {
+            Ok(0) | Err(_) => {
+                return Err(Error::Library("the node closed the connection".into()));
+            }
+            Ok(_) => {}
+        }
+    }
+    endpoint.clear_wakeup();
+    Ok(ready)
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "used as a map_err function")]

@@ -22,7 +22,6 @@
 //! that [`Handle::zcb_mcast_joined`] sends without the library copying it.
 
 use std::collections::VecDeque;
-use std::io::Read as _;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -30,10 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::api::{DispatchFlags, FlowControlState, Guarantee, IterationType};
+use crate::client;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, RingId};
 use crate::ipc::connection::{self, ConnectRequest, Endpoint};
@@ -43,6 +42,7 @@ use crate::node::clients::FLOW_CONTROL_ENABLED;
 use crate::node::cpg::records;
 use crate::node::cpg::service::check_name;
 
+pub use crate::client::InterruptCheck;
 pub use crate::ipc::zcb::ZcbBuffer;
 pub use crate::node::cpg::Address;
 
@@ -204,12 +204,6 @@ pub struct Handle {
     /// Asked between short sleeps and after signals; an error ends the wait.
     interrupt: Option<InterruptCheck>,
 }
-
-/// A check run while a call waits (see [`Handle::set_interrupt_check`]).
-pub type InterruptCheck = Box<dyn FnMut() -> Result<()> + Send>;
-
-/// How often a wait with an interrupt check looks at it.
-const INTERRUPT_SLICE: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -873,53 +867,13 @@ impl Handle {
     /// Sleeps until the node wakes this side, goes away, or `timeout` passes (false then);
     /// with an interrupt check, in slices, asking it after each.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        if self.interrupt.is_none() {
-            return self.sleep_once(timeout);
-        }
-        let deadline = timeout.map(|timeout| std::time::Instant::now() + timeout);
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-            let slice = left.map_or(INTERRUPT_SLICE, |left| left.min(INTERRUPT_SLICE));
-            let ready = self.sleep_once(Some(slice))?;
-            if let Some(check) = &mut self.interrupt {
-                check()?;
-            }
-            if ready {
-                return Ok(true);
-            }
-            if left.is_some_and(|left| left <= slice) {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// One sleep (see [`Handle::sleep`]); a signal counts as a wake-up.
-    fn sleep_once(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        let endpoint = self.endpoint()?;
-        let timeout = match timeout {
-            None => PollTimeout::NONE,
-            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
-        };
-        let mut fds = [
-            PollFd::new(endpoint.stream.as_fd(), PollFlags::POLLIN),
-            PollFd::new(endpoint.wakeup(), PollFlags::POLLIN),
-        ];
-        let ready = match poll(&mut fds, timeout) {
-            Ok(ready) => ready > 0,
-            Err(nix::errno::Errno::EINTR) => true,
-            Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
-        };
-        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-            let mut byte = [0u8; 1];
-            match (&endpoint.stream).read(&mut byte) {
-                Ok(0) | Err(_) => {
-                    return Err(Error::Library("the node closed the connection".into()));
-                }
-                Ok(_) => {}
-            }
-        }
-        endpoint.clear_wakeup();
-        Ok(ready)
+        let endpoint = self
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| Error::BadHandle("the handle was finalized".into()))?;
+        client::sleep_interruptible(&mut self.interrupt, timeout, |timeout| {
+            client::sleep_once(endpoint, timeout)
+        })
     }
 }
 

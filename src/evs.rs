@@ -24,8 +24,9 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::api::{DispatchFlags, EVS_GROUPS_PER_CALL_MAX, Guarantee};
 use crate::client::Session;
@@ -33,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::node::evs::records::{self, Request};
 
+pub use crate::client::InterruptCheck;
 pub use crate::node::evs::{Event, GROUPS_JOINED_MAX, Key};
 pub use crate::totem::ConfigurationKind;
 
@@ -45,7 +47,11 @@ const _: () =
 #[derive(Debug)]
 pub struct Handle {
     session: Session,
-    /// The keys joined (as the node accepted them).
+    /// What `fd_get` returns: readable when the node wakes this side (its eventfd) or when the
+    /// node is gone (the socket's end of file).
+    watch: OwnedFd,
+    /// The keys joined (as the node accepted them, or as an interrupted request will have
+    /// them).
     joined: BTreeSet<Key>,
 }
 
@@ -53,19 +59,36 @@ impl Handle {
     /// Connects to the node listening on `socket`. The first event is the current
     /// configuration (once the node has one).
     pub fn connect(socket: impl AsRef<Path>) -> Result<Handle> {
-        Ok(Handle {
-            session: Session::connect(socket.as_ref(), "evs", records::ANSWER)?,
-            joined: BTreeSet::new(),
-        })
+        Handle::new(Session::connect(socket.as_ref(), "evs", records::ANSWER)?)
     }
 
     /// Connects over `stream`, whose other end a node serves (see
     /// [`crate::Node::evs`]).
     pub fn connect_stream(stream: std::os::unix::net::UnixStream) -> Result<Handle> {
+        Handle::new(Session::connect_stream(stream, "evs", records::ANSWER)?)
+    }
+
+    fn new(session: Session) -> Result<Handle> {
         Ok(Handle {
-            session: Session::connect_stream(stream, "evs", records::ANSWER)?,
+            watch: session.watch()?,
+            session,
             joined: BTreeSet::new(),
         })
+    }
+
+    /// This node's id (from the handshake; no request).
+    #[must_use]
+    pub fn nodeid(&self) -> NodeId {
+        self.session.nodeid()
+    }
+
+    /// Installs `check`, run at least every 100 ms and after every signal while a call of this
+    /// handle waits (for a request's answer, for an event). An error from it ends the wait
+    /// with that error: a binding uses it to honour Ctrl-C. A request whose wait ends so still
+    /// takes effect at the node and its answer is dropped; a join or leave counts as done
+    /// unless the node is bound to refuse it.
+    pub fn set_interrupt_check(&mut self, check: Option<InterruptCheck>) {
+        self.session.set_interrupt_check(check);
     }
 
     /// `evs_join`: adds `groups` (at most 50 keys of 1–32 bytes) to this handle's filter.
@@ -73,8 +96,17 @@ impl Handle {
     /// or [`GROUPS_JOINED_MAX`] joined in all.
     pub fn join<N: AsRef<[u8]>>(&mut self, groups: &[N]) -> Result<()> {
         let keys = Key::list(groups)?;
-        self.request(&Request::Join(keys.clone()))?;
-        self.joined.extend(keys);
+        match self.request(&Request::Join(keys.clone())) {
+            Ok(_) => self.joined.extend(keys),
+            // Abandoned: the node still serves it, and a join within the limits succeeds.
+            Err(error @ Error::Interrupt(_)) => {
+                if self.joined.len() + keys.len() <= GROUPS_JOINED_MAX {
+                    self.joined.extend(keys);
+                }
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        }
         Ok(())
     }
 
@@ -82,11 +114,16 @@ impl Handle {
     /// if one of them is not joined; then nothing is removed.
     pub fn leave<N: AsRef<[u8]>>(&mut self, groups: &[N]) -> Result<()> {
         let keys = Key::list(groups)?;
-        self.request(&Request::Leave(keys.clone()))?;
-        for key in &keys {
-            self.joined.remove(key);
+        let result = self.request(&Request::Leave(keys.clone()));
+        // Abandoned: the node still serves it, all or nothing.
+        let abandoned = matches!(result, Err(Error::Interrupt(_)))
+            && keys.iter().all(|key| self.joined.contains(key));
+        if result.is_ok() || abandoned {
+            for key in &keys {
+                self.joined.remove(key);
+            }
         }
-        Ok(())
+        result.map(|_| ())
     }
 
     /// The keys this handle joined, sorted.
@@ -150,10 +187,18 @@ impl Handle {
         self.session.payload_max() - HEADERS_MAX
     }
 
-    /// `evs_fd_get`: readable when events may be waiting (for `poll`, `select`, asyncio).
+    /// `evs_fd_get`: readable when events may be waiting or the node is gone (for `poll`,
+    /// `select`, asyncio; then call [`Handle::dispatch`], which tells which).
     #[must_use]
     pub fn fd_get(&self) -> RawFd {
-        self.session.raw_fd()
+        self.watch.as_raw_fd()
+    }
+
+    /// The eventfd the node writes to wake this side (for bindings that make the descriptor
+    /// readable themselves, say while events they took out wait in their own queue).
+    #[must_use]
+    pub fn wakeup_eventfd(&self) -> BorrowedFd<'_> {
+        self.session.wakeup()
     }
 
     /// `evs_dispatch`: hands events to `handler`. `One` waits for one event, `All` handles what
@@ -161,6 +206,37 @@ impl Handle {
     /// `Blocking` handles events until the connection ends. Returns how many were handled.
     pub fn dispatch(&mut self, flags: DispatchFlags, handler: impl FnMut(Event)) -> Result<usize> {
         self.session.dispatch(flags, records::decode_event, handler)
+    }
+
+    /// The next event if one is there (never waits): the building block of `dispatch` for
+    /// callers that wait themselves (on [`Handle::fd_get`] or [`Handle::wait_for_event`]).
+    /// When there is none, the descriptor is armed (see [`Handle::arm_descriptor`]).
+    /// `CS_ERR_LIBRARY` once no event is left and the node is gone.
+    pub fn try_next_event(&mut self) -> Result<Option<Event>> {
+        self.session.try_next_event(records::decode_event)
+    }
+
+    /// Waits until an event may be there or `timeout` passes; false on timeout. Returns at
+    /// once if events are pending. `CS_ERR_LIBRARY` when the node has gone away.
+    pub fn wait_for_event(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.session.wait_for_event(timeout)
+    }
+
+    /// Makes the descriptor ([`Handle::fd_get`]) become readable with the next event; false
+    /// when an event is already waiting (read it first). For callers that wait on the
+    /// descriptor themselves.
+    pub fn arm_descriptor(&mut self) -> Result<bool> {
+        self.wait_for_event(Some(Duration::ZERO))
+            .map(|ready| !ready)
+    }
+
+    /// After `CS_ERR_TRY_AGAIN`, for callers that wait on [`Handle::fd_get`] themselves
+    /// (asyncio): asks the node to make the descriptor readable once it has released room for
+    /// a multicast of `len` bytes (to as many groups as one call takes); false when the room
+    /// is already there (retry at once).
+    pub fn notify_when_writable(&mut self, len: usize) -> Result<bool> {
+        let header = records::mcast_groups_header_len(EVS_GROUPS_PER_CALL_MAX);
+        self.session.notify_when_writable(header + len)
     }
 
     fn message_len(&self, buffers: &[&[u8]]) -> Result<usize> {
@@ -193,8 +269,9 @@ fn copy_buffers(out: &mut [u8], buffers: &[&[u8]]) {
 }
 
 impl AsFd for Handle {
+    /// The descriptor of [`Handle::fd_get`].
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.session.wakeup()
+        self.watch.as_fd()
     }
 }
 
@@ -226,8 +303,8 @@ mod tests {
 
     const RING: RingId = RingId { rep: 1, seq: 8 };
 
-    /// Serves one client until it hangs up; returns the guarantees of its multicasts.
-    fn serve(listener: &UnixListener) -> Vec<Guarantee> {
+    /// Takes one client's handshake (the node's side of it).
+    fn handshake(listener: &UnixListener) -> Endpoint {
         let (mut stream, _) = listener.accept().unwrap();
         let request = read_request(&mut stream).unwrap();
         assert_eq!(request.service, "evs");
@@ -240,7 +317,28 @@ mod tests {
             },
             max_message_size: 1 << 15,
         };
-        let mut endpoint = accept(stream, &request, &offer, None).unwrap().unwrap();
+        accept(stream, &request, &offer, None).unwrap().unwrap()
+    }
+
+    /// A socket path of its own for test `name`.
+    fn socket(name: &str) -> (std::path::PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("totemcast-evs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        (path, listener)
+    }
+
+    /// Whether `fd` is readable within `timeout`.
+    fn readable(fd: BorrowedFd<'_>, timeout: u16) -> bool {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, PollTimeout::from(timeout)).unwrap() > 0
+    }
+
+    /// Serves one client until it hangs up; returns the guarantees of its multicasts.
+    fn serve(listener: &UnixListener) -> Vec<Guarantee> {
+        let mut endpoint = handshake(listener);
         let mut sessions = Sessions::new(NodeId(1));
         sessions.on_configuration(&Configuration {
             kind: ConfigurationKind::Regular,
@@ -314,11 +412,7 @@ mod tests {
 
     #[test]
     fn a_handle_joins_sends_and_receives_through_a_node() {
-        let dir = std::env::temp_dir().join(format!("totemcast-evs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("node.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
+        let (path, listener) = socket("joins");
         let guarantees = std::thread::scope(|scope| {
             let node = scope.spawn(|| serve(&listener));
             let mut handle = Handle::connect(&path).unwrap();
@@ -435,6 +529,132 @@ mod tests {
                 Guarantee::Agreed
             ]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// Arms the descriptor when no event waits (a wake-up given meanwhile says "maybe": read
+    /// again).
+    fn arm(handle: &mut Handle) {
+        loop {
+            assert_eq!(handle.try_next_event().unwrap(), None, "no event waits");
+            if handle.arm_descriptor().unwrap() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn events_without_waiting_and_an_armed_descriptor() {
+        let (path, listener) = socket("events");
+        std::thread::scope(|scope| {
+            let node = scope.spawn(|| serve(&listener));
+            let mut handle = Handle::connect(&path).unwrap();
+            assert_eq!(handle.nodeid(), NodeId(1));
+            assert_ne!(handle.wakeup_eventfd().as_raw_fd(), handle.fd_get());
+            // The current view comes without a dispatch, then nothing: the descriptor is armed.
+            assert!(handle.wait_for_event(None).unwrap());
+            assert!(matches!(
+                handle.try_next_event().unwrap(),
+                Some(Event::ConfChg { .. })
+            ));
+            arm(&mut handle);
+            assert!(!readable(handle.as_fd(), 0));
+            assert!(
+                !handle
+                    .wait_for_event(Some(Duration::from_millis(1)))
+                    .unwrap()
+            );
+            // A delivery makes it readable (armed again after the request).
+            handle.join(&["a"]).unwrap();
+            arm(&mut handle);
+            handle.mcast_joined(Guarantee::Agreed, &[b"hi"]).unwrap();
+            assert!(readable(handle.as_fd(), 5000));
+            let event = loop {
+                if let Some(event) = handle.try_next_event().unwrap() {
+                    break event;
+                }
+                assert!(handle.wait_for_event(Some(Duration::from_secs(5))).unwrap());
+            };
+            assert!(matches!(event, Event::Deliver { payload, .. } if payload == b"hi"[..]));
+            // An event already waiting: arming says so, and the event is still there.
+            arm(&mut handle);
+            handle.mcast_joined(Guarantee::Agreed, &[b"again"]).unwrap();
+            assert!(readable(handle.as_fd(), 5000));
+            assert!(!handle.arm_descriptor().unwrap());
+            assert!(handle.try_next_event().unwrap().is_some());
+            // The request ring has room: nothing to wait for.
+            assert!(!handle.notify_when_writable(100).unwrap());
+            drop(handle);
+            node.join().unwrap();
+        });
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_interrupt_check_ends_waits_and_an_interrupted_join_counts() {
+        let (path, listener) = socket("interrupt");
+        std::thread::scope(|scope| {
+            // A node that never answers nor sends, until the client hangs up.
+            let node = scope.spawn(|| {
+                let endpoint = handshake(&listener);
+                let mut byte = [0u8; 1];
+                let _ = (&endpoint.stream).read(&mut byte);
+            });
+            let mut handle = Handle::connect(&path).unwrap();
+            let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = std::sync::Arc::clone(&asked);
+            handle.set_interrupt_check(Some(Box::new(move || {
+                if counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 == 2 {
+                    return Err(Error::Interrupt("test".into()));
+                }
+                Ok(())
+            })));
+            let error = handle.join(&["a", "b"]).unwrap_err();
+            assert_eq!(error.code(), CsError::Interrupt);
+            assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+            // The node still serves the join: it counts (and so does an interrupted leave).
+            assert_eq!(handle.joined().count(), 2);
+            let error = handle.leave(&["a"]).unwrap_err();
+            assert_eq!(error.code(), CsError::Interrupt);
+            assert_eq!(handle.joined().count(), 1);
+            let error = handle.dispatch(DispatchFlags::One, |_| {}).unwrap_err();
+            assert_eq!(error.code(), CsError::Interrupt);
+            // A timed wait asks it too, and ends on time.
+            asked.store(0, std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                !handle
+                    .wait_for_event(Some(Duration::from_millis(150)))
+                    .unwrap()
+            );
+            assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2);
+            handle.set_interrupt_check(None);
+            assert!(
+                !handle
+                    .wait_for_event(Some(Duration::from_millis(10)))
+                    .unwrap()
+            );
+            drop(handle);
+            node.join().unwrap();
+        });
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_gone_node_makes_the_descriptor_readable_and_reads_fail() {
+        let (path, listener) = socket("gone");
+        let mut handle = std::thread::scope(|scope| {
+            let node = scope.spawn(|| drop(handshake(&listener)));
+            let handle = Handle::connect(&path).unwrap();
+            node.join().unwrap();
+            handle
+        });
+        assert!(readable(handle.as_fd(), 5000));
+        let error = handle.try_next_event().unwrap_err();
+        assert_eq!(error.code(), CsError::Library);
+        assert_eq!(
+            handle.wait_for_event(None).unwrap_err().code(),
+            CsError::Library
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

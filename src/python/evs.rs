@@ -122,9 +122,6 @@ impl Client {
         loop {
             match self.session.send(kind, len, &fill) {
                 Ok(()) => return Ok(true),
-                Err(Error::TryAgain(_)) if self.session.peer_gone() => {
-                    return Err(Error::Library("the node closed the connection".into()));
-                }
                 Err(Error::TryAgain(_)) => {
                     if self.session.notify_when_writable(len)? {
                         return Ok(false);
