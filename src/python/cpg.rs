@@ -1,47 +1,29 @@
 //! `totemcast.cpg.Handle`: [`crate::cpg::Handle`] for Python (Corosync's `cpg_*` calls as
-//! methods).
-//!
-//! * Waiting for events or for room in the request ring happens with the GIL released, in
-//!   slices of [`SLICE`] with `check_signals` in between, so Ctrl-C interrupts it. The connection
-//!   sits behind a mutex that is not held while a callback runs or while `dispatch` sleeps: other
-//!   threads may send, query or finalize meanwhile (a blocking `dispatch` in a dedicated thread,
-//!   as in Corosync, returns when another thread finalizes the handle).
-//! * The wake-up descriptor (`fd_get`) tells the truth after every call: readable while events
-//!   wait (here or in the ring), otherwise armed so that the node makes it readable with the
-//!   next event ([`State::settle`]). `select` and asyncio need nothing else.
-//! * Events are read in batches per release of the GIL; a callback that raises stops the
-//!   dispatch at its event and the later events stay queued, in order, for the next one.
+//! methods), over the scaffolding it shares with `totemcast.evs.Handle` ([`super::handle`]:
+//! waits without the GIL, Ctrl-C, the truthful descriptor, dispatch with callbacks).
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::ThreadId;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::{MutexExt as _, PyOnceLock};
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::buffer::{InputBuffer, PyMessage, PyZcbBuffer};
+use super::handle::{
+    Core, SLICE, State, bad_handle, check_callback, clear, finalized_while_waiting, resolve_socket,
+    ring_full, send_or_notify,
+};
 use super::node::PyNode;
-use crate::api::{DispatchFlags, Guarantee, IterationType};
-use crate::cpg::{Event, Handle, InterruptCheck, Options};
-use crate::error::Error;
+use crate::api::{Guarantee, IterationType};
+use crate::cpg::{Event, Handle, Options};
 
-/// Longest stretch a wait goes without checking for signals (Ctrl-C).
-pub(super) const SLICE: Duration = Duration::from_millis(100);
-/// Most events one `dispatch` reads per release of the GIL.
-pub(super) const BATCH_EVENTS: usize = 1024;
-/// Most payload bytes one `dispatch` reads per release of the GIL (at least one event).
-pub(super) const BATCH_BYTES: usize = 4 << 20;
 /// Messages up to this size are copied from the caller's buffers into the ring with the GIL
 /// held (they fit one ring record: no waiting). Larger ones are copied out first, then sent
 /// with the GIL released, since sending them may wait for the node to read earlier parts.
@@ -81,119 +63,6 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
     })
 }
 
-/// The connection and what the Python layer keeps beside it.
-struct State {
-    /// `None` once finalized.
-    handle: Option<Handle>,
-    /// Events read ahead of the callbacks: handed back by a dispatch whose callback raised,
-    /// or read while arming the descriptor. They come before anything in the handle.
-    pending: VecDeque<Event>,
-    /// Group names that were given as `str`: callbacks get them back as `str`.
-    str_groups: BTreeSet<Bytes>,
-}
-
-impl State {
-    fn handle(&mut self) -> PyResult<&mut Handle> {
-        self.handle.as_mut().ok_or_else(bad_handle)
-    }
-
-    /// Moves events into `out` (first those pending here, then from the handle) until it holds
-    /// `max` events or the payloads read reach `max_bytes`. Never waits.
-    fn read_events(
-        &mut self,
-        max: usize,
-        max_bytes: usize,
-        out: &mut VecDeque<Event>,
-    ) -> Result<(), Error> {
-        let mut bytes = 0;
-        while out.len() < max && bytes < max_bytes {
-            let event = match self.pending.pop_front() {
-                Some(event) => event,
-                None => match self.handle.as_mut() {
-                    Some(handle) => match handle.try_next_event()? {
-                        Some(event) => event,
-                        None => break,
-                    },
-                    None => break,
-                },
-            };
-            if let Event::Deliver { payload, .. } = &event {
-                bytes += payload.len();
-            }
-            out.push_back(event);
-        }
-        Ok(())
-    }
-
-    /// Marks the handle as asleep on its event ring so the node makes the descriptor readable
-    /// with its next event. False if events are waiting (read them instead of sleeping).
-    ///
-    /// `arm_descriptor` arms but consumes a wake-up the node may give in the same instant; the
-    /// `try_next_event` after it catches the event that wake-up was for.
-    fn arm(&mut self) -> Result<bool, Error> {
-        if !self.pending.is_empty() {
-            return Ok(false);
-        }
-        let Some(handle) = self.handle.as_mut() else {
-            return Ok(false);
-        };
-        if !handle.arm_descriptor()? {
-            return Ok(false);
-        }
-        if let Some(event) = handle.try_next_event()? {
-            self.pending.push_back(event);
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// Leaves the descriptor truthful after a call: armed if nothing waits, else readable. If
-    /// the connection failed, readable too, so that a `select` loop calls `dispatch` and learns
-    /// why.
-    fn settle(&mut self, wakeup: &OwnedFd) {
-        if self.handle.is_some() && !matches!(self.arm(), Ok(true)) {
-            signal(wakeup);
-        }
-    }
-}
-
-/// Makes the wake-up descriptor readable.
-pub(super) fn signal(wakeup: &OwnedFd) {
-    let _ = nix::unistd::write(wakeup, &1u64.to_ne_bytes());
-}
-
-/// Consumes pending wake-ups of the descriptor.
-fn clear(wakeup: &OwnedFd) {
-    let mut counter = [0u8; 8];
-    let _ = nix::unistd::read(wakeup, &mut counter);
-}
-
-/// Waits up to `timeout` for the wake-up descriptor or `cancel` (finalize); never consumes.
-pub(super) fn wait_readable(
-    wakeup: &OwnedFd,
-    cancel: &OwnedFd,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-    let mut set = [
-        PollFd::new(wakeup.as_fd(), PollFlags::POLLIN),
-        PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
-    ];
-    match poll(&mut set, PollTimeout::from(millis)) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-        Err(errno) => Err(Error::Library(format!("poll: {errno}").into())),
-    }
-}
-
-/// The Python objects a handle holds (kept apart for the garbage collector).
-#[derive(Default)]
-struct Refs {
-    deliver: Option<Py<PyAny>>,
-    confchg: Option<Py<PyAny>>,
-    totem_confchg: Option<Py<PyAny>>,
-    context: Option<Py<PyAny>>,
-}
-
 /// A connection to the local node's CPG service (Corosync's `cpg_*` calls as methods).
 ///
 /// A handle is in at most one group at a time. Every member of a group delivers the group's
@@ -217,24 +86,15 @@ struct Refs {
 /// that is not callable).
 #[pyclass(frozen, name = "Handle", module = "totemcast.cpg")]
 pub(crate) struct PyCpgHandle {
-    state: Mutex<State>,
-    refs: Mutex<Refs>,
-    /// A duplicate of the handle's wake-up eventfd, written to keep `fd_get()` readable while
-    /// events wait in `pending`.
-    wakeup: OwnedFd,
-    /// A duplicate of the handle's descriptor (what `fd_get()` returns: readable on a wake-up
-    /// or when the node is gone); valid while this object lives, so waiters may poll it
-    /// without holding the connection.
-    watch: OwnedFd,
-    /// Readable once the handle is finalized: wakes every waiter.
-    cancel: OwnedFd,
-    finalized: AtomicBool,
-    nodeid: u32,
-    /// The thread whose request waits with the connection held (see `request`).
-    requesting: Mutex<Option<ThreadId>>,
-    /// Set by a `finalize` from a signal handler during a request of its thread.
-    close_pending: Arc<AtomicBool>,
+    core: Core<Handle>,
+    /// Group names that were given as `str`: callbacks get them back as `str`.
+    str_groups: Mutex<BTreeSet<Bytes>>,
 }
+
+/// The callbacks' places in [`Core`]'s list.
+const DELIVER: usize = 0;
+const CONFCHG: usize = 1;
+const TOTEM_CONFCHG: usize = 2;
 
 /// A group name from Python: its bytes and whether it was a `str`.
 struct GroupName {
@@ -265,68 +125,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for GroupName {
     }
 }
 
-pub(super) fn bad_handle() -> PyErr {
-    Error::BadHandle("the handle is finalized".into()).into()
-}
-
-pub(super) fn finalized_while_waiting() -> PyErr {
-    Error::BadHandle("the handle was finalized while this call waited".into()).into()
-}
-
-/// The socket to use: the argument, else `$TOTEMCAST_SOCKET`, else the default.
-pub(super) fn resolve_socket(socket: Option<PathBuf>) -> PathBuf {
-    socket
-        .or_else(|| {
-            std::env::var_os("TOTEMCAST_SOCKET")
-                .filter(|value| !value.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(crate::node::config_file::DEFAULT_SOCKET))
-}
-
-pub(super) fn check_callback(name: &str, callback: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-    match callback {
-        Some(callback) if !callback.is_none() && !callback.is_callable() => Err(
-            PyTypeError::new_err(format!("{name} must be callable or None")),
-        ),
-        _ => Ok(()),
-    }
-}
-
 /// The group as Python sees it: `str` if it was given as `str`.
 fn group_object<'py>(py: Python<'py>, group: &Bytes, as_str: bool) -> Bound<'py, PyAny> {
     if as_str && let Ok(text) = std::str::from_utf8(group) {
         return PyString::new(py, text).into_any();
     }
     PyBytes::new(py, group).into_any()
-}
-
-pub(super) fn some_object(object: Option<Bound<'_, PyAny>>) -> Option<Py<PyAny>> {
-    object.filter(|o| !o.is_none()).map(Bound::unbind)
-}
-
-/// The interrupt check a request installs on the handle: runs Python's signal handlers; the
-/// exception one raises goes to `raised` and ends the wait with CS_ERR_INTERRUPT, as does a
-/// `finalize` by one of them (`close_pending`).
-fn interrupt_check(
-    raised: Arc<Mutex<Option<PyErr>>>,
-    close_pending: Arc<AtomicBool>,
-) -> InterruptCheck {
-    Box::new(move || {
-        #[allow(
-            clippy::redundant_closure_for_method_calls,
-            reason = "the method's lifetime is not general enough"
-        )]
-        let checked = Python::attach(|py| py.check_signals());
-        if let Err(error) = checked {
-            *raised.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-            return Err(Error::Interrupt("interrupted by a signal".into()));
-        }
-        if close_pending.load(Ordering::Acquire) {
-            return Err(Error::Interrupt("finalized by a signal handler".into()));
-        }
-        Ok(())
-    })
 }
 
 /// Adds a note to an exception (PEP 678), best effort.
@@ -353,137 +157,18 @@ enum Patience {
 }
 
 impl PyCpgHandle {
-    /// Locks the connection (GIL released while waiting for the lock); `BadHandleError` once
-    /// finalized.
-    fn lock<'a>(&'a self, py: Python<'_>) -> PyResult<MutexGuard<'a, State>> {
-        if self.in_own_request() {
-            return Err(Error::Busy(
-                "a request of this handle waits in this thread (a signal handler called it)".into(),
-            )
-            .into());
-        }
-        let guard = self.lock_any(py);
-        if guard.handle.is_none() {
-            return Err(bad_handle());
-        }
-        Ok(guard)
-    }
-
-    fn lock_any<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, State> {
-        self.state
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn is_finalized(&self) -> bool {
-        self.finalized.load(Ordering::Acquire)
-    }
-
-    /// Waits one slice (GIL released, connection not held) for the descriptor or a finalize,
-    /// then checks for signals.
-    fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<()> {
-        let (watch, cancel) = (&self.watch, &self.cancel);
-        py.detach(|| wait_readable(watch, cancel, slice))?;
-        py.check_signals()
-    }
-
-    /// Runs a request (it waits for the node's answer with the GIL released, checking for
-    /// signals every 100 ms and after each: Ctrl-C ends the wait, and the request still takes
-    /// effect), then leaves the descriptor truthful. JOIN and LEAVE are retried while the node
-    /// answers BUSY (this handle's previous join or leave is still on its way), as libcpg does.
-    ///
-    /// A signal handler runs while the connection is held: one that calls this handle gets
-    /// BusyError, except `finalize`, which the request completes when its wait ends.
-    fn request<T: Send>(
-        &self,
-        py: Python<'_>,
-        retry_busy: bool,
-        call: impl Fn(&mut Handle) -> Result<T, Error> + Sync,
-    ) -> PyResult<T> {
-        let mut guard = self.lock(py)?;
-        loop {
-            let handle = guard.handle()?;
-            let raised = Arc::new(Mutex::new(None));
-            let check = interrupt_check(Arc::clone(&raised), Arc::clone(&self.close_pending));
-            handle.set_interrupt_check(Some(check));
-            *self.requesting() = Some(std::thread::current().id());
-            let result = py.detach(|| call(handle));
-            *self.requesting() = None;
-            handle.set_interrupt_check(None);
-            let raised = raised.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if self.close_pending.swap(false, Ordering::AcqRel) {
-                // Finalized by a signal handler during the wait (see `finalize`).
-                self.close(&mut guard);
-                return Err(raised.unwrap_or_else(finalized_while_waiting));
-            }
-            match (result, raised) {
-                (Err(Error::Interrupt(_)), Some(error)) => {
-                    guard.settle(&self.wakeup);
-                    return Err(error);
-                }
-                (Err(Error::Busy(_)), _) if retry_busy => {
-                    // Progress shows as an event for this handle (its join or leave delivered).
-                    let state = &mut *guard;
-                    let mut events = std::mem::take(&mut state.pending);
-                    let read = state.read_events(usize::MAX, usize::MAX, &mut events);
-                    state.pending = events;
-                    read?;
-                    if state.arm()? {
-                        drop(guard);
-                        self.wait_slice(py, SLICE)?;
-                        guard = self.lock_any(py);
-                        if guard.handle.is_none() {
-                            return Err(finalized_while_waiting());
-                        }
-                    }
-                }
-                (result, _) => {
-                    guard.settle(&self.wakeup);
-                    return result.map_err(PyErr::from);
-                }
-            }
-        }
-    }
-
-    /// The thread whose request waits with the connection held (its signal handlers run then).
-    fn requesting(&self) -> MutexGuard<'_, Option<ThreadId>> {
-        self.requesting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether this thread holds the connection in a request (the caller is a signal handler).
-    fn in_own_request(&self) -> bool {
-        *self.requesting() == Some(std::thread::current().id())
-    }
-
-    /// Closes the connection and drops the callbacks (`finalize`, after `finalized` is set).
-    fn close(&self, guard: &mut MutexGuard<'_, State>) {
-        let handle = guard.handle.take();
-        let pending = std::mem::take(&mut guard.pending);
-        drop(pending);
-        if let Some(mut handle) = handle {
-            let _ = handle.finalize();
-        }
-        let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(refs);
-    }
-
     /// Runs the callback for `event` (if one is set).
     fn call(&self, handle: &Bound<'_, Self>, event: Event) -> PyResult<()> {
         let py = handle.py();
-        let callback = {
-            let refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-            match &event {
-                Event::Deliver { .. } => refs.deliver.as_ref().map(|c| c.clone_ref(py)),
-                Event::ConfChg { .. } => refs.confchg.as_ref().map(|c| c.clone_ref(py)),
-                Event::TotemConfChg { .. } => refs.totem_confchg.as_ref().map(|c| c.clone_ref(py)),
-            }
+        let kind = match &event {
+            Event::Deliver { .. } => DELIVER,
+            Event::ConfChg { .. } => CONFCHG,
+            Event::TotemConfChg { .. } => TOTEM_CONFCHG,
         };
-        let Some(callback) = callback else {
+        let Some(callback) = self.core.callback(py, kind) else {
             return Ok(());
         };
-        let is_str = |group: &Bytes| self.lock_any(py).str_groups.contains(group);
+        let is_str = |group: &Bytes| self.str_groups().contains(group);
         match event {
             Event::Deliver {
                 group,
@@ -530,22 +215,11 @@ impl PyCpgHandle {
         Ok(())
     }
 
-    /// Puts events a dispatch could not run back in front of the queue.
-    fn hand_back(&self, py: Python<'_>, mut events: VecDeque<Event>) {
-        let mut guard = self.lock_any(py);
-        if guard.handle.is_some() {
-            while let Some(event) = events.pop_back() {
-                guard.pending.push_front(event);
-            }
-            guard.settle(&self.wakeup);
-        }
-    }
-
     /// Sends one message (any size) through the Rust handle. `Ok(false)`: the ring is full and
     /// nothing was sent; the node is asked to wake the descriptor when it has made room.
     fn send(
         py: Python<'_>,
-        guard: &mut MutexGuard<'_, State>,
+        guard: &mut MutexGuard<'_, State<Handle>>,
         guarantee: Guarantee,
         inputs: &[InputBuffer<'_>],
     ) -> PyResult<bool> {
@@ -562,25 +236,22 @@ impl PyCpgHandle {
         } else {
             None
         };
-        loop {
-            let sent = if let Some(message) = &owned {
+        send_or_notify(handle, len, |handle| {
+            Ok(if let Some(message) = &owned {
                 py.detach(|| handle.mcast_joined(guarantee, &[message]))
             } else {
                 let pieces = gather(py, inputs)?;
                 let slices: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
                 handle.mcast_joined(guarantee, &slices)
-            };
-            match sent {
-                Ok(()) => return Ok(true),
-                // Ask for a wake-up once there is room; if there is room already, try again.
-                Err(Error::TryAgain(_)) => {
-                    if handle.notify_when_writable(len)? {
-                        return Ok(false);
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+            })
+        })
+    }
+
+    /// The group names given as `str`.
+    fn str_groups(&self) -> MutexGuard<'_, BTreeSet<Bytes>> {
+        self.str_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends the messages of `messages` in order, waiting for room as `patience` allows;
@@ -593,13 +264,13 @@ impl PyCpgHandle {
         patience: Patience,
     ) -> (usize, PyResult<()>) {
         let mut sent = 0usize;
-        let mut slot = match self.lock(py) {
+        let mut slot = match self.core.lock(py) {
             Ok(guard) => Some(guard),
             Err(error) => return (0, Err(error)),
         };
         let result = self.send_loop(py, &mut slot, guarantee, messages, patience, &mut sent);
         if let Some(guard) = slot.as_mut() {
-            guard.settle(&self.wakeup);
+            guard.settle(self.core.wakeup());
         }
         (sent, result)
     }
@@ -607,7 +278,7 @@ impl PyCpgHandle {
     fn send_loop<'a>(
         &'a self,
         py: Python<'_>,
-        slot: &mut Option<MutexGuard<'a, State>>,
+        slot: &mut Option<MutexGuard<'a, State<Handle>>>,
         guarantee: Guarantee,
         messages: &Bound<'_, PyAny>,
         patience: Patience,
@@ -670,11 +341,11 @@ impl PyCpgHandle {
                     left.min(SLICE)
                 }
             };
-            clear(&self.wakeup);
+            clear(self.core.wakeup());
             *slot = None;
-            let waited = self.wait_slice(py, slice);
-            let guard = self.lock_any(py);
-            if guard.handle.is_none() {
+            let waited = self.core.wait_slice(py, slice);
+            let mut guard = self.core.lock_any(py);
+            if guard.handle().is_err() {
                 return Err(finalized_while_waiting());
             }
             *slot = Some(guard);
@@ -719,36 +390,11 @@ impl PyCpgHandle {
             let socket = resolve_socket(socket);
             py.detach(|| Handle::connect_with(&socket, options))?
         };
-        let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
-        let wakeup = handle
-            .wakeup_eventfd()?
-            .try_clone_to_owned()
-            .map_err(failed)?;
-        let watch = handle.as_fd().try_clone_to_owned().map_err(failed)?;
-        let cancel = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|errno| Error::Library(format!("eventfd: {errno}").into()))?;
-        let nodeid = handle.nodeid();
-        let mut state = State {
-            handle: Some(handle),
-            pending: VecDeque::new(),
-            str_groups: BTreeSet::new(),
-        };
-        state.settle(&wakeup);
+        let nodeid = handle.nodeid().0;
+        let callbacks = vec![deliver, confchg, totem_confchg];
         Ok(PyCpgHandle {
-            nodeid: nodeid.0,
-            state: Mutex::new(state),
-            refs: Mutex::new(Refs {
-                deliver: some_object(deliver),
-                confchg: some_object(confchg),
-                totem_confchg: some_object(totem_confchg),
-                context: some_object(context),
-            }),
-            wakeup,
-            watch,
-            cancel: OwnedFd::from(cancel),
-            finalized: AtomicBool::new(false),
-            requesting: Mutex::new(None),
-            close_pending: Arc::new(AtomicBool::new(false)),
+            core: Core::new("cpg", handle, nodeid, callbacks, context)?,
+            str_groups: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -761,15 +407,17 @@ impl PyCpgHandle {
     fn join(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
         {
             // Before the request: its confchg may be dispatched by another thread at once.
-            let mut guard = self.lock(py)?;
+            let guard = self.core.lock(py)?;
             let name = Bytes::copy_from_slice(&group.bytes);
             if group.is_str {
-                guard.str_groups.insert(name);
+                self.str_groups().insert(name);
             } else {
-                guard.str_groups.remove(&name);
+                self.str_groups().remove(&name);
             }
+            drop(guard);
         }
-        self.request(py, true, |handle| handle.join(&group.bytes))
+        self.core
+            .request(py, true, |handle| handle.join(&group.bytes))
     }
 
     /// `cpg_leave`: leaves `group`; the handle sees its own leave and may join again.
@@ -778,7 +426,8 @@ impl PyCpgHandle {
     /// BadHandleError.
     fn leave(&self, py: Python<'_>, group: GroupName) -> PyResult<()> {
         crate::node::cpg::service::check_name(&group.bytes)?;
-        self.request(py, true, |handle| handle.leave(&group.bytes))
+        self.core
+            .request(py, true, |handle| handle.leave(&group.bytes))
     }
 
     /// `cpg_mcast_joined`: multicasts the concatenation of `buffers` to the joined group.
@@ -800,16 +449,11 @@ impl PyCpgHandle {
             .iter()
             .map(|buffer| InputBuffer::get(&buffer))
             .collect::<PyResult<Vec<_>>>()?;
-        let mut guard = self.lock(py)?;
+        let mut guard = self.core.lock(py)?;
         if Self::send(py, &mut guard, guarantee, &inputs)? {
             Ok(())
         } else {
-            Err(Error::TryAgain(
-                "the request ring is full (the handle's descriptor becomes readable when the \
-                 node has made room)"
-                    .into(),
-            )
-            .into())
+            Err(ring_full())
         }
     }
 
@@ -859,83 +503,15 @@ impl PyCpgHandle {
     /// dispatch. Raises BadHandleError once finalized, LibraryError when the node is gone.
     #[pyo3(signature = (flags = 2))]
     fn dispatch(slf: &Bound<'_, Self>, flags: u32) -> PyResult<usize> {
-        let py = slf.py();
         let this = slf.get();
-        let flags = DispatchFlags::try_from(flags)?;
-        let one = matches!(flags, DispatchFlags::One | DispatchFlags::OneNonblocking);
-        let (max_events, max_bytes) = if one {
-            (1, usize::MAX)
-        } else {
-            (BATCH_EVENTS, BATCH_BYTES)
-        };
-        let mut count = 0;
-        let mut batch = VecDeque::new();
-        let mut entered = false;
-        loop {
-            {
-                let mut guard = match this.lock(py) {
-                    Ok(guard) => guard,
-                    // Finalized by a callback or another thread meanwhile: the dispatch ends.
-                    Err(_) if entered => return Ok(count),
-                    Err(error) => return Err(error),
-                };
-                entered = true;
-                let state = &mut *guard;
-                if let Err(error) =
-                    py.detach(|| state.read_events(max_events, max_bytes, &mut batch))
-                {
-                    guard.settle(&this.wakeup);
-                    return Err(error.into());
-                }
-                if batch.is_empty() {
-                    match flags {
-                        DispatchFlags::All => {
-                            guard.settle(&this.wakeup);
-                            return Ok(count);
-                        }
-                        DispatchFlags::OneNonblocking => {
-                            guard.settle(&this.wakeup);
-                            return Err(Error::TryAgain("no event is waiting".into()).into());
-                        }
-                        DispatchFlags::One | DispatchFlags::Blocking => {
-                            if !guard.arm()? {
-                                continue;
-                            }
-                        }
-                    }
-                    drop(guard);
-                    this.wait_slice(py, SLICE)?;
-                    if this.is_finalized() {
-                        return Ok(count);
-                    }
-                    continue;
-                }
-            }
-            while let Some(event) = batch.pop_front() {
-                if let Err(error) = this.call(slf, event) {
-                    this.hand_back(py, std::mem::take(&mut batch));
-                    return Err(error);
-                }
-                count += 1;
-                if this.is_finalized() {
-                    return Ok(count);
-                }
-            }
-            if one {
-                let mut guard = this.lock_any(py);
-                guard.settle(&this.wakeup);
-                return Ok(count);
-            }
-        }
+        this.core
+            .dispatch(slf.py(), flags, |event| this.call(slf, event))
     }
 
     /// `cpg_fd_get`: a descriptor readable while events wait (for select, selectors,
     /// `loop.add_reader`); also after a TryAgainError once the node made room.
     fn fd_get(&self) -> PyResult<i32> {
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        Ok(self.watch.as_raw_fd())
+        self.core.fd_get()
     }
 
     /// The same as `fd_get()`, so that a handle can be passed to `select`.
@@ -950,7 +526,9 @@ impl PyCpgHandle {
         group: GroupName,
     ) -> PyResult<Bound<'py, PyList>> {
         crate::node::cpg::service::check_name(&group.bytes)?;
-        let members = self.request(py, false, |handle| handle.membership_get(&group.bytes))?;
+        let members = self
+            .core
+            .request(py, false, |handle| handle.membership_get(&group.bytes))?;
         let classes = classes(py)?;
         let undefined = &classes.reasons[0];
         let items = members
@@ -962,7 +540,7 @@ impl PyCpgHandle {
 
     /// `cpg_local_get`: the local node's id.
     fn local_get(&self, py: Python<'_>) -> PyResult<u32> {
-        Ok(self.request(py, false, Handle::local_get)?.0)
+        Ok(self.core.request(py, false, Handle::local_get)?.0)
     }
 
     /// `cpg_iteration_*`: a snapshot list of `cpg.IterationDescription(group, nodeid, pid)`.
@@ -981,7 +559,9 @@ impl PyCpgHandle {
             crate::node::cpg::service::check_name(&group.bytes)?;
         }
         let group = group.map(|g| g.bytes);
-        let entries = self.request(py, false, |handle| handle.iteration(kind, group.as_deref()))?;
+        let entries = self
+            .core
+            .request(py, false, |handle| handle.iteration(kind, group.as_deref()))?;
         let classes = classes(py)?;
         let items = entries
             .into_iter()
@@ -995,25 +575,25 @@ impl PyCpgHandle {
 
     /// `cpg_max_atomic_msgsize_get`: the largest message, delivered whole or not at all.
     fn max_atomic_msgsize_get(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.handle()?.max_atomic_msgsize_get()?)
+        Ok(self.core.lock(py)?.handle()?.max_atomic_msgsize_get()?)
     }
 
     /// `cpg_flow_control_state_get`: `FlowControlState.ENABLED` while sends may get
     /// TryAgainError (the node holds this handle's messages, or its ring is over 3/4 full).
     fn flow_control_state_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let state = self.lock(py)?.handle()?.flow_control_state_get()?;
+        let state = self.core.lock(py)?.handle()?.flow_control_state_get()?;
         Ok(classes(py)?.flow_control[u32::from(state) as usize].clone_ref(py))
     }
 
     /// `cpg_zcb_alloc`: a writable `cpg.ZcbBuffer` of `size` bytes in shared memory.
     fn zcb_alloc(&self, py: Python<'_>, size: usize) -> PyResult<PyZcbBuffer> {
-        let buffer = self.lock(py)?.handle()?.zcb_alloc(size)?;
+        let buffer = self.core.lock(py)?.handle()?.zcb_alloc(size)?;
         Ok(PyZcbBuffer::new(buffer))
     }
 
     /// `cpg_zcb_free`: frees a buffer from `zcb_alloc` (its views must be released first).
     fn zcb_free(&self, py: Python<'_>, buf: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.is_finalized() {
+        if self.core.is_finalized() {
             return Err(bad_handle());
         }
         let buffer = buf
@@ -1035,7 +615,7 @@ impl PyCpgHandle {
         let buffer = buf
             .cast::<PyZcbBuffer>()
             .map_err(|_| PyTypeError::new_err("zcb_mcast_joined takes a buffer from zcb_alloc"))?;
-        let mut guard = self.lock(py)?;
+        let mut guard = self.core.lock(py)?;
         let handle = guard.handle()?;
         buffer.get().with(py, "sending", |buffer| {
             Ok(handle.zcb_mcast_joined(guarantee, buffer, length)?)
@@ -1044,27 +624,12 @@ impl PyCpgHandle {
 
     /// `cpg_context_get`: the object given as `context=` or to `context_set`.
     fn context_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        let refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(refs
-            .context
-            .as_ref()
-            .map_or_else(|| py.None(), |context| context.clone_ref(py)))
+        self.core.context_get(py)
     }
 
     /// `cpg_context_set`: remembers `context` for `context_get()`.
     fn context_set(&self, context: Bound<'_, PyAny>) -> PyResult<()> {
-        if self.is_finalized() {
-            return Err(bad_handle());
-        }
-        let old = {
-            let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut refs.context, some_object(Some(context)))
-        };
-        drop(old);
-        Ok(())
+        self.core.context_set(context)
     }
 
     /// `cpg_finalize`: closes the connection (the node reports PROCDOWN unless the handle left).
@@ -1072,20 +637,7 @@ impl PyCpgHandle {
     /// A waiting `dispatch` returns; every later call raises BadHandleError, a second
     /// `finalize` too (as in Corosync).
     fn finalize(&self, py: Python<'_>) -> PyResult<()> {
-        if self.finalized.swap(true, Ordering::AcqRel) {
-            return Err(Error::BadHandle("the handle is finalized already".into()).into());
-        }
-        // Wake every waiter (they see `finalized` and give up the connection lock).
-        signal(&self.cancel);
-        if self.in_own_request() {
-            // A signal handler, while a request of this thread holds the connection: the
-            // request ends its wait and closes it.
-            self.close_pending.store(true, Ordering::Release);
-            return Ok(());
-        }
-        let mut guard = self.lock_any(py);
-        self.close(&mut guard);
-        Ok(())
+        self.core.finalize(py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -1094,42 +646,18 @@ impl PyCpgHandle {
 
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        if !self.is_finalized() {
-            self.finalize(py)?;
-        }
-        Ok(false)
+        self.core.exit(py)
     }
 
     fn __repr__(&self) -> String {
-        if self.is_finalized() {
-            return format!("<totemcast.cpg.Handle nodeid={} finalized>", self.nodeid);
-        }
-        format!("<totemcast.cpg.Handle nodeid={}>", self.nodeid)
+        self.core.repr()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(refs) = self.refs.try_lock() {
-            for object in [
-                &refs.deliver,
-                &refs.confchg,
-                &refs.totem_confchg,
-                &refs.context,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                visit.call(object)?;
-            }
-        }
-        Ok(())
+        self.core.traverse(&visit)
     }
 
     fn __clear__(&self) {
-        let refs = self
-            .refs
-            .lock()
-            .map(|mut refs| std::mem::take(&mut *refs))
-            .unwrap_or_default();
-        drop(refs);
+        self.core.clear();
     }
 }

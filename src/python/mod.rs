@@ -8,6 +8,7 @@ mod buffer;
 mod cpg;
 mod errors;
 mod evs;
+mod handle;
 mod node;
 
 use pyo3::prelude::*;
