@@ -1,6 +1,6 @@
 //! CPG client processes for integration tests: the test binary re-executes itself in "client
-//! mode" (the ignored test [`client_process`], selected by an environment variable), and the
-//! child drives one `totemcast::cpg::Handle` as the parent commands it on stdin, reporting every
+//! mode" (the test [`client_mode`], run alone with an environment variable set; without it,
+//! it checks the test messages and the reports the client mode relies on), and the child drives one `totemcast::cpg::Handle` as the parent commands it on stdin, reporting every
 //! answer, accepted multicast and event as one JSON line on stdout. The parent side
 //! ([`Fleet`]) starts, commands, waits on and kills these processes, and checks what they saw.
 //!
@@ -31,7 +31,7 @@ use totemcast::error::{CsError, Error};
 /// The environment variable that turns the test binary into a client: the node's socket.
 const CLIENT_SOCKET: &str = "TOTEMCAST_TEST_CPG_CLIENT";
 /// The name of the client-mode test, as libtest knows it.
-const CLIENT_TEST: &str = "cpg_harness::client_process";
+const CLIENT_TEST: &str = "cpg_harness::client_mode";
 /// Bytes before a payload's filler: pid `u32`, seq `u64`.
 pub(crate) const PAYLOAD_HEADER: usize = 12;
 
@@ -140,13 +140,47 @@ pub(crate) fn size_of(seq: u64, size_min: usize, size_spread: usize) -> usize {
     size_min + (seq.wrapping_mul(7919) % (size_spread as u64 + 1)) as usize
 }
 
-/// Client mode: only when re-executed by [`Fleet::spawn`] (then it never returns).
+/// Client mode when re-executed by [`Fleet::spawn`] (then it never returns). Otherwise a check
+/// of what a client relies on: test messages parse back to their sender and seq and tell a
+/// damaged or short one, and reports and commands survive their JSON lines.
 #[test]
-#[ignore = "the client mode of the CPG process tests; runs only when they re-execute the binary"]
-fn client_process() {
+fn client_mode() {
     if let Some(socket) = std::env::var_os(CLIENT_SOCKET) {
         client_main(&PathBuf::from(socket));
     }
+    for size in [0, PAYLOAD_HEADER, PAYLOAD_HEADER + 1, 1000] {
+        let mut message = payload(4242, 77, size);
+        assert_eq!(message.len(), size.max(PAYLOAD_HEADER));
+        assert_eq!(parse(&message), (4242, 77, true));
+        if let Some(last) = message.last_mut().filter(|_| size > PAYLOAD_HEADER) {
+            *last ^= 1;
+            assert_eq!(parse(&message), (4242, 77, false), "a damaged byte");
+        }
+    }
+    assert!(!parse(&[0; PAYLOAD_HEADER - 1]).2, "a short payload");
+    let lines = [
+        serde_json::to_string(&Command::Send {
+            first: 1,
+            count: 2,
+            size_min: 3,
+            size_spread: 4,
+        }),
+        serde_json::to_string(&Report::ConfChg {
+            group: "g".into(),
+            members: vec![(1, 2)],
+            left: vec![(1, 3, 5)],
+            joined: Vec::new(),
+        }),
+    ];
+    let [command, report] = lines.map(Result::unwrap);
+    assert!(matches!(
+        serde_json::from_str(&command).unwrap(),
+        Command::Send { size_spread: 4, .. }
+    ));
+    assert!(matches!(
+        serde_json::from_str(&report).unwrap(),
+        Report::ConfChg { left, .. } if left == [(1, 3, 5)]
+    ));
 }
 
 /// One line to stdout, flushed (so that a killed client leaves whole lines behind).
@@ -608,7 +642,6 @@ impl Fleet {
             .args([
                 CLIENT_TEST,
                 "--exact",
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
                 "-q",
