@@ -2,56 +2,20 @@
 //! of messages at every member, membership queries, errors, a leave that completes, a closed
 //! handle (PROCDOWN) and a killed node (NODEDOWN, then the totem confchg).
 
+mod clients;
 mod node_harness;
 
-use std::os::fd::AsFd;
-
-use nix::poll::{PollFd, PollFlags};
 use std::time::{Duration, Instant};
 
+use clients::{WITHIN, collect, deliveries};
 use node_harness::{NodeCluster, Timers};
-use totemcast::api::{DispatchFlags, Guarantee, Reason};
+use totemcast::api::{Guarantee, Reason};
 use totemcast::cpg::{Event, Handle};
 use totemcast::error::CsError;
 use totemcast::ids::NodeId;
 
-const WITHIN: Duration = Duration::from_secs(20);
-
 fn socket(cluster: &NodeCluster, index: usize) -> std::path::PathBuf {
     cluster.dir.join(format!("node-{}.sock", index + 1))
-}
-
-/// Dispatches `handle`'s events into `into` until `done` holds (waiting on its descriptor).
-#[track_caller]
-fn collect(handle: &mut Handle, into: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(into) {
-        assert!(
-            Instant::now() < deadline,
-            "{} events so far, the last ones: {:#?}",
-            into.len(),
-            &into[into.len().saturating_sub(3)..]
-        );
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| into.push(event))
-            .unwrap();
-    }
-}
-
-fn deliveries(events: &[Event]) -> Vec<(u32, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Deliver {
-                nodeid, payload, ..
-            } => Some((nodeid.0, payload.to_vec())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

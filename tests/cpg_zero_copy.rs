@@ -3,6 +3,7 @@
 //! order at every member), finalize, the initial totem confchg, iteration, flow control and
 //! the message limit, on real node processes.
 
+mod clients;
 mod node_harness;
 
 use std::os::fd::AsFd;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 
+use clients::deliveries;
 use node_harness::{NodeCluster, Timers};
 use totemcast::api::{DispatchFlags, FlowControlState, Guarantee, IterationType};
 use totemcast::cpg::{Event, Handle, Options};
@@ -41,22 +43,7 @@ fn cluster(name: &str, nodes: usize) -> NodeCluster {
 /// would hold ring space).
 #[track_caller]
 fn collect(handle: &mut Handle, into: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(into) {
-        assert!(
-            Instant::now() < deadline,
-            "{} events so far, the last: {:?}",
-            into.len(),
-            into.last()
-        );
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| into.push(detach(event)))
-            .unwrap();
-    }
+    clients::collect_with(handle, into, WITHIN, detach, done);
 }
 
 /// The event with a delivery copied out of the ring.
@@ -102,18 +89,6 @@ fn send(handle: &mut Handle, buffers: &[&[u8]]) {
             Err(error) => panic!("{error}"),
         }
     }
-}
-
-fn deliveries(events: &[Event]) -> Vec<(u32, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Deliver {
-                nodeid, payload, ..
-            } => Some((nodeid.0, payload.to_vec())),
-            _ => None,
-        })
-        .collect()
 }
 
 fn joined(handle: &mut Handle, events: &mut Vec<Event>, group: &str, members: usize) {

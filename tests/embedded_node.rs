@@ -3,22 +3,18 @@
 //! node's socket all see one order; stopping a node is a clean leave; configuration errors
 //! come back from `Node::start`.
 
+mod clients;
 mod node_harness;
 
 use std::fmt::Write as _;
-use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags};
-
+use clients::{collect, payloads};
 use totemcast::Node;
 use totemcast::api::{DispatchFlags, Guarantee};
 use totemcast::cpg::{Event, Handle};
 use totemcast::error::CsError;
 use totemcast::ids::NodeId;
-
-const WITHIN: Duration = Duration::from_secs(20);
 
 fn config(dir: &Path, addrs: &[String], index: usize) -> String {
     let mut nodes = String::new();
@@ -31,31 +27,6 @@ fn config(dir: &Path, addrs: &[String], index: usize) -> String {
         dir.join(format!("node-{}.sock", index + 1)).display(),
         dir.join(format!("state-{}", index + 1)).display(),
     )
-}
-
-#[track_caller]
-fn collect(handle: &mut Handle, into: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(into) {
-        assert!(Instant::now() < deadline, "{into:#?}");
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| into.push(event))
-            .unwrap();
-    }
-}
-
-fn deliveries(events: &[Event]) -> Vec<Vec<u8>> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Deliver { payload, .. } => Some(payload.to_vec()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -98,9 +69,9 @@ fn two_embedded_nodes_serve_local_handles_and_socket_clients() {
             .unwrap();
     }
     for (i, handle) in [&mut local_one, &mut local_two].into_iter().enumerate() {
-        collect(handle, &mut events[i], |e| deliveries(e).len() == 200);
+        collect(handle, &mut events[i], |e| payloads(e).len() == 200);
     }
-    assert_eq!(deliveries(&events[0]), deliveries(&events[1]));
+    assert_eq!(payloads(&events[0]), payloads(&events[1]));
 
     // A client through the node's socket (one process is in a group once per node: this
     // one uses another group).
@@ -110,11 +81,9 @@ fn two_embedded_nodes_serve_local_handles_and_socket_clients() {
     remote
         .mcast_joined(Guarantee::Safe, &[b"through the socket"])
         .unwrap();
-    collect(&mut remote, &mut remote_events, |e| {
-        deliveries(e).len() == 1
-    });
+    collect(&mut remote, &mut remote_events, |e| payloads(e).len() == 1);
     assert_eq!(
-        deliveries(&remote_events),
+        payloads(&remote_events),
         vec![b"through the socket".to_vec()]
     );
 

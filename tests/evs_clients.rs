@@ -2,48 +2,18 @@
 //! filter, `mcast_groups` to groups the sender did not join, one order at every receiver, and
 //! node-level configurations (transitional, then regular) with their ring ids when a node dies.
 
+mod clients;
 mod node_harness;
 
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
-
-use nix::poll::{PollFd, PollFlags};
-
+use clients::{WITHIN, collect, payloads};
 use node_harness::{NodeCluster, Timers};
-use totemcast::api::{DispatchFlags, Guarantee};
+use totemcast::api::Guarantee;
 use totemcast::error::CsError;
 use totemcast::evs::{ConfigurationKind, Event, Handle};
 use totemcast::ids::NodeId;
 
-const WITHIN: Duration = Duration::from_secs(20);
-
 fn socket(cluster: &NodeCluster, index: usize) -> std::path::PathBuf {
     cluster.dir.join(format!("node-{}.sock", index + 1))
-}
-
-#[track_caller]
-fn collect(handle: &mut Handle, into: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(into) {
-        assert!(Instant::now() < deadline, "{into:#?}");
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| into.push(event))
-            .unwrap();
-    }
-}
-
-fn payloads(events: &[Event]) -> Vec<Vec<u8>> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Deliver { payload, .. } => Some(payload.to_vec()),
-            Event::ConfChg { .. } => None,
-        })
-        .collect()
 }
 
 #[test]
