@@ -493,22 +493,32 @@ impl FileConfig {
             .saturating_sub(datagram_overhead);
         // The core carries the service's header too.
         config.message_size_max = totem.max_message_size + crate::api::SERVICE_HEADER_MAX;
+        // The core's netmtu is not the one written: errors say it in the file's terms.
+        let netmtu_error = |range: &str| {
+            format!(
+                "netmtu: {} leaves {} bytes per datagram after {header} bytes of IP/UDP header \
+                 and {datagram_overhead} of crypto overhead; the protocol needs {range}",
+                totem.netmtu, config.netmtu
+            )
+        };
+        if config.netmtu > crate::totem::config::NETMTU_MAX {
+            let range = format!("at most {}", crate::totem::config::NETMTU_MAX);
+            return Err(ConfigError::line(format!(
+                "{}: totem.{}",
+                self.origin.display(),
+                netmtu_error(&range)
+            )));
+        }
         config.validate().map_err(|error| {
             let detail = error.detail();
-            // The core names its value differently from the file, and its netmtu is not the
-            // one written: say it in the file's terms.
+            // The core names its value differently from the file.
             let detail = if let Some(rest) = detail.strip_prefix("message_size_max") {
                 format!("max_message_size{rest}")
             } else if let Some((_, range)) = detail
                 .strip_prefix("netmtu:")
                 .and_then(|rest| rest.split_once(" is outside "))
             {
-                format!(
-                    "netmtu: {} leaves {} bytes per datagram after {header} bytes of IP/UDP \
-                     header and {datagram_overhead} of crypto overhead; the protocol needs \
-                     {range}",
-                    totem.netmtu, config.netmtu
-                )
+                netmtu_error(range)
             } else {
                 detail.to_owned()
             };
@@ -517,7 +527,7 @@ impl FileConfig {
         if self.nodes.len() == 1 {
             // A cluster of this node alone never sends a datagram (its ring neither seals nor
             // sends): packets as large as the core makes spare a large message its fragments.
-            config.netmtu = crate::totem::config::NETMTU_MAX;
+            config.netmtu = crate::totem::config::PACKET_BYTES_MAX;
         }
         Ok(config)
     }
@@ -1342,7 +1352,7 @@ mod tests {
         let core = config.core_config(NodeId(7), 0).unwrap();
         let mut expected = Config::new(NodeId(7), &ids(&[7]));
         // A cluster of one node sends no datagram: its packets are as large as the core allows.
-        expected.netmtu = crate::totem::config::NETMTU_MAX;
+        expected.netmtu = crate::totem::config::PACKET_BYTES_MAX;
         assert_eq!(core, expected);
         // A netmtu that is wrong is still reported as such.
         let text = text.replace("[[node]]", "netmtu = 10\n[[node]]");

@@ -32,9 +32,11 @@ pub enum PlantedBug {
     SingletonSkipsCommit,
 }
 
-/// Largest datagram the core may be asked to produce (a UDP datagram's payload, with room
-/// to spare for IPv6 and crypto).
+/// Largest datagram the core may be asked to produce for the network (a UDP datagram's
+/// payload, with room to spare for IPv6 and crypto).
 pub const NETMTU_MAX: usize = 65_000;
+/// Largest packet the core produces at all: a cluster of one node sends none, and uses this.
+pub const PACKET_BYTES_MAX: usize = 1 << 20;
 
 /// Settings of one core. Build with [`Config::new`] (Corosync's defaults), adjust fields,
 /// and the core checks them with [`Config::validate`] when it starts.
@@ -68,7 +70,8 @@ pub struct Config {
     pub window_size: u32,
     /// `max_messages`: regular messages one member may send per visit.
     pub max_messages: u32,
-    /// `netmtu`: largest datagram the core produces, in bytes.
+    /// `netmtu`: largest packet the core produces, in bytes (a datagram, on a cluster of
+    /// several nodes).
     pub netmtu: usize,
     /// Largest totem payload (a service's header and the application's message), delivered
     /// whole or not at all.
@@ -188,9 +191,9 @@ impl Config {
             ));
         }
         let smallest_mtu = super::wire::MCAST_PREFIX_LEN + super::wire::CHUNK_HEADER_LEN + 64;
-        if self.netmtu < smallest_mtu || self.netmtu > NETMTU_MAX {
+        if self.netmtu < smallest_mtu || self.netmtu > PACKET_BYTES_MAX {
             return invalid(format!(
-                "netmtu: {} is outside {smallest_mtu}..={NETMTU_MAX}",
+                "netmtu: {} is outside {smallest_mtu}..={PACKET_BYTES_MAX}",
                 self.netmtu
             ));
         }

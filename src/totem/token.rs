@@ -311,6 +311,9 @@ impl Node {
         // Each written chunk without its data, and where its data sits in `bytes`.
         let mut written: Vec<(Chunk<'static>, usize, usize)> = Vec::new();
         while let Some(front) = self.send_queue.front_mut() {
+            if writer.chunk_count() == u16::MAX {
+                break; // the wire counts a packet's chunks in 16 bits
+            }
             let remaining = front.payload.len() - front.sent;
             if space < CHUNK_HEADER_LEN + remaining.min(1) {
                 break;
