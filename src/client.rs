@@ -380,6 +380,16 @@ pub(crate) fn sleep_interruptible(
 /// One sleep until the node wakes `endpoint`'s side, goes away (`CS_ERR_LIBRARY`), or
 /// `timeout` passes (false then); a signal counts as a wake-up.
 pub(crate) fn sleep_once(endpoint: &Endpoint, timeout: Option<Duration>) -> Result<bool> {
+    sleep_once_then(endpoint, timeout, || {})
+}
+
+/// [`sleep_once`], running `after_poll` between the poll and the look at what it reported (a
+/// test puts the node's wake-up there).
+pub(crate) fn sleep_once_then(
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+    after_poll: impl FnOnce(),
+) -> Result<bool> {
     let timeout = match timeout {
         None => PollTimeout::NONE,
         Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
@@ -393,6 +403,7 @@ pub(crate) fn sleep_once(endpoint: &Endpoint, timeout: Option<Duration>) -> Resu
         Err(nix::errno::Errno::EINTR) => true,
         Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),
     };
+    after_poll();
     if fds[0].revents().is_some_and(|r| !r.is_empty()) {
         let mut byte = [0u8; 1];
         match (&endpoint.stream).read(&mut byte) {
@@ -402,7 +413,15 @@ pub(crate) fn sleep_once(endpoint: &Endpoint, timeout: Option<Duration>) -> Resu
             Ok(_) => {}
         }
     }
-    endpoint.clear_wakeup();
+    // Consume only a wake-up this poll reported: one that comes after a poll that timed out
+    // must stay pending, or it is lost (the node cleared our sleeping mark when it gave it,
+    // and the record it was for waits in the ring unseen).
+    let woken = fds[1]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN));
+    if woken {
+        endpoint.clear_wakeup();
+    }
     Ok(ready)
 }
 

@@ -665,7 +665,7 @@ impl Handle {
         }
         self.endpoint()?;
         loop {
-            let Some((entry, event)) = self.read_record()? else {
+            let Some((entry, event)) = self.read_record(true)? else {
                 // Nothing more: count as asleep, so that the node makes the descriptor
                 // readable with its next event (callers wait on it), after consuming the
                 // wake-ups that brought us here.
@@ -705,9 +705,10 @@ impl Handle {
         self.sleep(timeout)
     }
 
-    /// Reads the next record of the event ring: its kind and the event it completes (a
-    /// delivery is pinned in place; other records are decoded and released).
-    fn read_record(&mut self) -> Result<Option<(u32, Option<Event>)>> {
+    /// Reads the next record of the event ring: its kind and the event it completes. A
+    /// delivery is pinned in place when `pin` holds, else copied out; other records are decoded
+    /// and released.
+    fn read_record(&mut self, pin: bool) -> Result<Option<(u32, Option<Event>)>> {
         let endpoint = self.endpoint.as_mut().expect("checked by callers");
         if endpoint.rx.release_returned() {
             endpoint.wake_peer();
@@ -716,7 +717,7 @@ impl Handle {
             return Ok(None);
         };
         let kind = entry.kind;
-        if kind == records::DELIVER {
+        if kind == records::DELIVER && pin {
             let payload = endpoint.rx.payload(&entry);
             let (nodeid, pid, group, start) = records::decode_deliver_header(payload)
                 .ok_or_else(|| Error::Library("malformed delivery".into()))?;
@@ -734,6 +735,17 @@ impl Handle {
             records::ANSWER => {
                 endpoint.rx.copy(&entry, &mut self.buffer);
                 None
+            }
+            records::DELIVER => {
+                let payload = endpoint.rx.payload(&entry);
+                let (nodeid, pid, group, start) = records::decode_deliver_header(payload)
+                    .ok_or_else(|| Error::Library("malformed delivery".into()))?;
+                Some(Event::Deliver {
+                    group,
+                    nodeid,
+                    pid,
+                    payload: Message(Repr::Heap(Bytes::copy_from_slice(&payload[start..]))),
+                })
             }
             _ => records::decode_event(kind, endpoint.rx.payload(&entry)).map(from_service),
         };
@@ -802,8 +814,12 @@ impl Handle {
             }
             Err(_) => return Err(if endpoint.peer_gone() { gone() } else { full() }),
         }
+        // Events that come first are copied out of the ring, not kept as views: the answer may
+        // wait behind more events than the ring holds (the node writes it after them, and stops
+        // reading requests while a client's backlog is large), so every record read here must
+        // give its space back, or the node could never write the answer.
         loop {
-            match self.read_record()? {
+            match self.read_record(false)? {
                 Some((records::ANSWER, _)) => {
                     if let Some((kind, body)) = self.abandoned.pop_front() {
                         self.apply_late_answer(kind, &body);
@@ -1011,5 +1027,63 @@ impl AsFd for Handle {
 impl AsRawFd for Handle {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::connection::{Layout, Offer, accept, read_request};
+
+    /// A handle and the node's end of its connection, over a socket pair.
+    fn connected() -> (Handle, Endpoint) {
+        let (client, mut node) = UnixStream::pair().unwrap();
+        let serve = std::thread::spawn(move || {
+            let request = read_request(&mut node).unwrap();
+            let offer = Offer {
+                nodeid: 1,
+                layout: Layout {
+                    request_capacity: 4096,
+                    event_capacity: 4096,
+                    zcb_capacity: 4096,
+                },
+                max_message_size: 1000,
+            };
+            accept(node, &request, &offer, None).unwrap().unwrap()
+        });
+        let handle = Handle::connect_stream(client, Options::default()).unwrap();
+        (handle, serve.join().unwrap())
+    }
+
+    fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+    }
+
+    /// A wait in slices (the one a request with an interrupt check makes) whose slice ends
+    /// just before the node writes an event and wakes it: the wake-up must stay pending. It
+    /// used to be consumed after the poll that had timed out, the node had cleared the
+    /// sleeping mark when giving it, and the next slices slept forever over a waiting record.
+    #[test]
+    fn a_wake_up_after_a_timed_out_poll_is_not_lost() {
+        let (mut handle, mut node) = connected();
+        assert!(handle.endpoint().unwrap().rx.prepare_to_sleep(), "asleep");
+        let ready =
+            client::sleep_once_then(handle.endpoint().unwrap(), Some(Duration::ZERO), || {
+                // The node, right after the poll timed out: an event, and the wake-up it owes.
+                assert!(node.tx.push(records::ANSWER, b"late").unwrap().unwrap());
+                node.wake_peer();
+            })
+            .unwrap();
+        assert!(!ready, "the poll itself saw nothing");
+        assert!(
+            readable(handle.wakeup_eventfd().unwrap()),
+            "the wake-up given after the poll was consumed"
+        );
+        assert!(readable(handle.as_fd()), "fd_get is not readable");
+        assert!(
+            client::sleep_once(handle.endpoint().unwrap(), None).unwrap(),
+            "the next sleep must return"
+        );
     }
 }
