@@ -247,6 +247,11 @@ impl Handle {
             Arc::clone(endpoint.region()),
             endpoint.arena,
             endpoint.tx.head_watch(),
+            Some(
+                endpoint
+                    .peer_link()
+                    .map_err(|error| Error::Library(format!("dup: {error}").into()))?,
+            ),
         );
         let max_message_size = match usize::try_from(answer.max_message_size) {
             Ok(0) | Err(_) => endpoint.tx.payload_max() - 256,

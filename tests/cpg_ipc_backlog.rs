@@ -167,3 +167,66 @@ fn a_request_behind_a_backlog_larger_than_the_ring_is_answered() {
         seen.delivered == count + 1
     });
 }
+
+/// Writing into a zero-copy buffer waits until the node has read its last send. The node had
+/// stopped reading this client's requests until it read its events (more than 16 MiB waiting)
+/// — and the thread that would read them is the one waiting in the write: both waited
+/// forever. Now the node reads the requests a buffer waits for.
+#[test]
+fn writing_into_a_sent_buffer_does_not_wait_for_the_backlog_throttle() {
+    let cluster = cluster("cpg-zcb-throttle");
+    let (receiver, _received, mut sender, mut sent) = joined_pair(&cluster);
+    // The receiver reads nothing: 26 MiB put its backlog above the throttle.
+    let before = client_counter(&cluster, "events_written");
+    send_and_deliver(&mut sender, &mut sent, 0, 416);
+    wait_handed_over(&cluster, before, 416);
+    let mut receiver = receiver;
+    let mut buffer = receiver.zcb_alloc(SIZE).unwrap();
+    buffer[..8].copy_from_slice(&416u64.to_le_bytes());
+    receiver
+        .zcb_mcast_joined(Guarantee::Agreed, &mut buffer, SIZE)
+        .unwrap();
+    let (written, done) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        buffer[..8].copy_from_slice(&417u64.to_le_bytes());
+        written.send(()).unwrap();
+        (receiver, buffer)
+    });
+    done.recv_timeout(WITHIN)
+        .expect("the write into the sent buffer never returned");
+    let (_receiver, buffer) = writer.join().unwrap();
+    assert!(!buffer.in_flight());
+    // The node read the send: it is delivered (after the 416 the sender sent before it).
+    pump(&mut sender, &mut sent, |seen| seen.delivered == 417);
+}
+
+/// A buffer waiting for a node that dies gives up with CS_ERR_LIBRARY (it used to spin
+/// forever); a plain write into it then goes through (nobody reads the block any more).
+#[test]
+fn a_buffer_waiting_for_a_dead_node_gives_up() {
+    let mut cluster = cluster("cpg-zcb-node-dies");
+    let mut handle = Handle::connect(socket(&cluster, 0)).unwrap();
+    let mut seen = Seen::default();
+    handle.join("g").unwrap();
+    pump(&mut handle, &mut seen, |seen| seen.members == 1);
+    let mut buffer = handle.zcb_alloc(64).unwrap();
+    cluster.pause(0);
+    handle
+        .zcb_mcast_joined(Guarantee::Agreed, &mut buffer, 64)
+        .unwrap();
+    assert!(buffer.in_flight(), "a stopped node read the send");
+    cluster.kill(0);
+    let (outcome, done) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let result = buffer.wait_until_read();
+        outcome.send(result).unwrap();
+        buffer
+    });
+    let result = done
+        .recv_timeout(WITHIN)
+        .expect("the wait for a dead node never ended");
+    assert_eq!(result.unwrap_err().code(), CsError::Library);
+    let mut buffer = waiter.join().unwrap();
+    assert!(!buffer.in_flight());
+    buffer.fill(1);
+}

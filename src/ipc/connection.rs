@@ -175,16 +175,16 @@ impl Endpoint {
     /// Whether the other side is gone (its end of the socket closed), without waiting.
     #[must_use]
     pub fn peer_gone(&self) -> bool {
-        let mut byte = [0u8; 1];
-        match nix::sys::socket::recv(
-            self.stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(0) => true,
-            Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
-            Err(_) => true,
-        }
+        closed(self.stream.as_raw_fd())
+    }
+
+    /// Duplicates of what wakes the other side and tells whether it is gone, for a waiter
+    /// apart from this endpoint (a zero-copy buffer).
+    pub fn peer_link(&self) -> io::Result<PeerLink> {
+        Ok(PeerLink {
+            wake: self.wake_peer.try_clone()?,
+            stream: self.stream.as_fd().try_clone_to_owned()?,
+        })
     }
 
     /// Consumes pending wake-ups (non-blocking).
@@ -197,6 +197,37 @@ impl Endpoint {
     #[must_use]
     pub fn region(&self) -> &Arc<SharedMemory> {
         &self.region
+    }
+}
+
+/// Whether the other end of the socket `fd` is closed, without waiting.
+fn closed(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    match nix::sys::socket::recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Ok(0) => true,
+        Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
+/// What wakes the other side of a connection and tells whether it is gone
+/// ([`Endpoint::peer_link`]).
+#[derive(Debug)]
+pub struct PeerLink {
+    wake: OwnedFd,
+    stream: OwnedFd,
+}
+
+impl PeerLink {
+    /// Wakes the other side.
+    pub fn wake(&self) {
+        let _ = nix::unistd::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Whether the other side is gone (its end of the socket closed).
+    #[must_use]
+    pub fn gone(&self) -> bool {
+        closed(self.stream.as_raw_fd())
     }
 }
 

@@ -43,6 +43,15 @@ const CONSUMER_SLEEPING_AT: usize = 192;
 const PRODUCER_SLEEPING_AT: usize = 196;
 /// A word the consumer publishes for the producer (the node's flow-control state, say).
 const CONSUMER_STATUS_AT: usize = 200;
+/// A position the producer waits for the consumer to read up to (0: none); the consumer wakes
+/// it through a futex on the head once its head gets there (see [`HeadWatch::wait_read`]).
+const READ_AWAITED_AT: usize = 208;
+/// The 32 bits of the head a futex waits on (the low ones, which change with every release).
+const HEAD_FUTEX_AT: usize = if cfg!(target_endian = "little") {
+    HEAD_AT
+} else {
+    HEAD_AT + 4
+};
 
 /// Bytes a ring of `capacity` takes in a region.
 #[must_use]
@@ -408,6 +417,52 @@ impl HeadWatch {
     pub fn head(&self) -> u64 {
         self.ring.head().load(Ordering::Acquire)
     }
+
+    /// Asks the consumer to read up to `position` (it may have paused reading; see
+    /// [`Consumer::read_awaited`]) and to wake [`HeadWatch::wait_read`] when its head gets
+    /// there. The caller then wakes the consumer.
+    pub fn await_read(&self, position: u64) {
+        self.ring
+            .u64_at(READ_AWAITED_AT)
+            .fetch_max(position, Ordering::SeqCst);
+    }
+
+    /// Sleeps until the head reaches `position` (asked for with [`HeadWatch::await_read`]) or
+    /// `timeout` passes; whether it got there. Returns at once if it is there.
+    #[must_use]
+    pub fn wait_read(&self, position: u64, timeout: std::time::Duration) -> bool {
+        // Pairs with the fence in `Consumer::wake_read_waiter`: the consumer sees the position
+        // awaited, or this side sees the head it stored before looking.
+        fence(Ordering::SeqCst);
+        let head = self.head();
+        if head >= position {
+            return true;
+        }
+        let timeout = nix::libc::timespec {
+            tv_sec: nix::libc::time_t::try_from(timeout.as_secs())
+                .unwrap_or(nix::libc::time_t::MAX),
+            tv_nsec: nix::libc::c_long::from(timeout.subsec_nanos()),
+        };
+        // SAFETY: the futex word is the (4-aligned) low half of the head, inside the mapped
+        // region that `self.ring` keeps alive; FUTEX_WAIT only reads it, and returns at once
+        // if it no longer holds `head`'s low bits (the consumer released meanwhile). A shared
+        // (not private) futex, since the consumer is another mapping, often another process.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_futex,
+                self.ring
+                    .memory
+                    .as_ptr()
+                    .add(self.ring.offset + HEAD_FUTEX_AT),
+                nix::libc::FUTEX_WAIT,
+                head as u32,
+                &raw const timeout,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+        self.head() >= position
+    }
 }
 
 /// A record read by the consumer and not yet released.
@@ -696,6 +751,42 @@ impl Consumer {
         fence(Ordering::SeqCst);
         let flag = self.ring.u32_at(PRODUCER_SLEEPING_AT);
         flag.load(Ordering::Relaxed) == 1 && flag.swap(0, Ordering::SeqCst) == 1
+    }
+
+    /// Whether the producer waits for this consumer to read further than it has released
+    /// ([`HeadWatch::await_read`]): a consumer that paused reading must read on.
+    #[must_use]
+    pub fn read_awaited(&self) -> bool {
+        self.ring.u64_at(READ_AWAITED_AT).load(Ordering::Acquire) > self.head
+    }
+
+    /// Wakes a producer waiting in [`HeadWatch::wait_read`] for a position the head has
+    /// reached (after releases; cheap when nobody waits).
+    pub fn wake_read_waiter(&self) {
+        fence(Ordering::SeqCst);
+        let awaited = self.ring.u64_at(READ_AWAITED_AT);
+        let position = awaited.load(Ordering::Relaxed);
+        if position == 0 || position > self.head {
+            return;
+        }
+        // A later wait (a larger position) stays asked for.
+        let _ = awaited.compare_exchange(position, 0, Ordering::SeqCst, Ordering::Relaxed);
+        // SAFETY: the futex word is the low half of the head, inside the mapped region that
+        // `self.ring` keeps alive; FUTEX_WAKE does not touch memory.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_futex,
+                self.ring
+                    .memory
+                    .as_ptr()
+                    .add(self.ring.offset + HEAD_FUTEX_AT),
+                nix::libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<nix::libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
     }
 
     /// Marks the consumer as about to sleep; returns false (and clears the mark) if a record

@@ -8,14 +8,26 @@
 //! read the previous send, which it has normally done long before — the wait is a check of the
 //! request ring's head. A block dropped while a send is in flight returns to the free list
 //! only once the node has read it.
+//!
+//! When the wait is real, the buffer asks the node to read up to its send and sleeps on a
+//! futex on the request ring's head, which the node wakes once it has. The node reads that far
+//! even while it has paused reading this client's requests (its events back up: the backlog
+//! throttle), since the thread waiting here may be the one that would read those events —
+//! pausing would wait for it forever. The wait ends without the read when the connection ends
+//! (the handle finalized, the node gone): nobody reads the block any more.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::connection::PeerLink;
 use super::ring::HeadWatch;
 use super::shm::SharedMemory;
+use crate::error::Error;
+
+/// How long a wait for the node sleeps between looks at whether the connection ended.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// Blocks are multiples of this (and aligned to it).
 const BLOCK_ALIGN: usize = 64;
@@ -110,6 +122,10 @@ struct Shared {
     bounds: ArenaBounds,
     allocator: Mutex<Allocator>,
     watch: HeadWatch,
+    /// Wakes the node and tells whether it is gone (`None` in unit tests without a node, and
+    /// once the connection ends: its duplicate of the socket must not keep the connection
+    /// open).
+    peer: Mutex<Option<PeerLink>>,
     /// Set when the connection ends: nobody reads the arena any more, so nothing waits.
     closed: AtomicBool,
 }
@@ -121,9 +137,15 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// The arena at `bounds` in `memory`, whose sends are consumed as `watch` shows.
+    /// The arena at `bounds` in `memory`, whose sends are consumed as `watch` shows; `peer`
+    /// wakes the node when a buffer waits for it.
     #[must_use]
-    pub fn new(memory: Arc<SharedMemory>, bounds: ArenaBounds, watch: HeadWatch) -> Arena {
+    pub fn new(
+        memory: Arc<SharedMemory>,
+        bounds: ArenaBounds,
+        watch: HeadWatch,
+        peer: Option<PeerLink>,
+    ) -> Arena {
         let mut allocator = Allocator::default();
         if bounds.capacity >= BLOCK_ALIGN {
             allocator
@@ -136,6 +158,7 @@ impl Arena {
                 bounds,
                 allocator: Mutex::new(allocator),
                 watch,
+                peer: Mutex::new(peer),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -177,6 +200,11 @@ impl Arena {
     /// The connection ended: buffers stop waiting for the node.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        *self
+            .shared
+            .peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Allocator> {
@@ -223,19 +251,49 @@ impl ZcbBuffer {
         self.in_flight = Some(position);
     }
 
-    /// Waits until the node has read this buffer's last send (yielding, then sleeping in
-    /// short steps: the node reads requests as soon as it is woken).
-    pub fn wait_until_read(&mut self) {
-        let mut spins = 0u32;
+    /// Waits until the node has read this buffer's last send, asleep until the node says it
+    /// has (see the module's notes). `CS_ERR_LIBRARY` if the connection ended first: the
+    /// node will not read the block any more, so writing into it is harmless then.
+    pub fn wait_until_read(&mut self) -> Result<(), Error> {
+        let Some(position) = self.in_flight else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        let mut asked = false;
+        let mut tested = false;
         while self.in_flight() {
-            spins += 1;
-            if spins < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
+            let gone = {
+                let peer = shared.peer.lock().unwrap_or_else(PoisonError::into_inner);
+                match &*peer {
+                    // No node to ask (unit tests drive the ring by hand).
+                    None if !shared.closed.load(Ordering::Acquire) => None,
+                    None => Some(true),
+                    Some(peer) => {
+                        if !asked {
+                            shared.watch.await_read(position);
+                            peer.wake();
+                            asked = true;
+                        }
+                        Some(tested && peer.gone())
+                    }
+                }
+            };
+            match gone {
+                None => std::thread::yield_now(),
+                Some(true) => {
+                    shared.closed.store(true, Ordering::Release);
+                    self.in_flight = None;
+                    return Err(Error::Library(
+                        "the connection ended before the node read the buffer".into(),
+                    ));
+                }
+                // Sleeps without the lock; whether the node is gone is asked after a slice
+                // that timed out.
+                Some(false) => tested = !shared.watch.wait_read(position, WAIT_SLICE),
             }
         }
         self.in_flight = None;
+        Ok(())
     }
 
     /// A raw pointer to the block (for the Python buffer protocol); writes through it must
@@ -272,8 +330,11 @@ impl std::ops::Deref for ZcbBuffer {
 }
 
 impl std::ops::DerefMut for ZcbBuffer {
+    /// Waits first until the node has read the last send ([`ZcbBuffer::wait_until_read`]);
+    /// if the connection ended meanwhile, the block is written all the same (nobody reads it
+    /// any more; the next send says `CS_ERR_LIBRARY`).
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.wait_until_read();
+        let _ = self.wait_until_read();
         let len = self.len;
         let pointer = self.as_mut_ptr();
         // SAFETY: as in `deref`; the block is this buffer's alone and the node has finished
@@ -316,7 +377,7 @@ mod tests {
             capacity,
         };
         (
-            Arena::new(memory, bounds, producer.head_watch()),
+            Arena::new(memory, bounds, producer.head_watch(), None),
             producer,
             consumer,
         )

@@ -298,13 +298,6 @@ impl Clients {
         // Every way out goes through `route`: a client dropped here (a corrupt ring, a bad
         // request, its backlog) must leave its group now, not at the next unrelated event.
         loop {
-            if let Some(session) = self.sessions.get_mut(&conn)
-                && session.backlog_bytes > BACKLOG_THROTTLE
-            {
-                // Its requests wait until it has read its events (it wakes the node then).
-                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
-                break;
-            }
             if self.sessions.get(&conn).is_some_and(|s| s.ready.is_some()) {
                 // A join or leave this client asked for goes first: its messages are ordered
                 // after it (a message sent right after a join must not overtake it).
@@ -325,6 +318,14 @@ impl Clients {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 break;
             };
+            // A message read already goes to the core first (it was accepted); then, above
+            // the throttle, its requests wait until it has read its events (it wakes the node
+            // then) — except those a zero-copy buffer waits to be read (the thread waiting
+            // there may be the one that would read the events).
+            if session.backlog_bytes > BACKLOG_THROTTLE && !session.endpoint.rx.read_awaited() {
+                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                break;
+            }
             let next = match session.lookahead.take() {
                 Some(entry) => Ok(Some(entry)),
                 None => session.endpoint.rx.read_next(),
@@ -381,6 +382,9 @@ impl Clients {
                     break;
                 }
             }
+        }
+        if let Some(session) = self.sessions.get(&conn) {
+            session.endpoint.rx.wake_read_waiter();
         }
         self.route(core, now);
     }

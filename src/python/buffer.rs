@@ -334,7 +334,7 @@ impl PyZcbBuffer {
             .lock_py_attached(py)
             .unwrap_or_else(PoisonError::into_inner);
         let buffer = inner.as_mut().ok_or_else(freed)?;
-        py.detach(|| buffer.wait_until_read());
+        py.detach(|| buffer.wait_until_read())?;
         let len = ffi::Py_ssize_t::try_from(buffer.len())
             .map_err(|_| PyTypeError::new_err("buffer too large"))?;
         let pointer = buffer.as_mut_ptr();
