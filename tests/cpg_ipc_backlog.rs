@@ -230,3 +230,62 @@ fn a_buffer_waiting_for_a_dead_node_gives_up() {
     assert!(!buffer.in_flight());
     buffer.fill(1);
 }
+
+/// A client that stops reading is disconnected by a node that stays up (`disconnected_slow`):
+/// its descriptor becomes readable, and dispatch and sends say CS_ERR_LIBRARY from then on —
+/// never 0 events forever.
+#[test]
+fn a_client_the_node_drops_for_being_slow_learns_it() {
+    let cluster = cluster("cpg-dropped-slow");
+    let (mut receiver, _received, mut sender, mut sent) = joined_pair(&cluster);
+    assert!(receiver.arm_descriptor().unwrap(), "nothing waits");
+    // Fill its ring and start a backlog; then the node drops it once events still come 5 s
+    // after it last read (the sender keeps sending, one message per own delivery).
+    send_and_deliver(&mut sender, &mut sent, 0, 200);
+    let deadline = Instant::now() + WITHIN;
+    let mut count = 200;
+    loop {
+        if client_counter(&cluster, "disconnected_slow") == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never dropped the receiver"
+        );
+        send_and_deliver(&mut sender, &mut sent, count, 1);
+        count += 1;
+    }
+    let mut fds = [PollFd::new(receiver.as_fd(), PollFlags::POLLIN)];
+    let ready = nix::poll::poll(&mut fds, 20_000u16).unwrap();
+    assert_eq!(ready, 1, "the descriptor did not wake");
+    // The events in its ring may come first; then the error, every time.
+    let mut events = 0;
+    let error = loop {
+        match receiver.dispatch(DispatchFlags::All, |_| events += 1) {
+            Ok(0) => panic!("dispatch returned 0 events on a dropped connection"),
+            Ok(_) => {}
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.code(), CsError::Library, "{error}");
+    for flags in [DispatchFlags::All, DispatchFlags::OneNonblocking] {
+        let error = receiver.dispatch(flags, |_| events += 1).unwrap_err();
+        assert_eq!(error.code(), CsError::Library, "{flags:?}: {error}");
+    }
+    assert!(
+        receiver
+            .local_get()
+            .is_err_and(|e| e.code() == CsError::Library)
+    );
+    let chunk = vec![0u8; 60 << 10];
+    let error = (0..1000)
+        .find_map(|_| {
+            receiver
+                .mcast_many(Guarantee::Agreed, [&chunk[..]; 16])
+                .err()
+        })
+        .expect("sends to a node that dropped the client never failed");
+    assert_eq!(error.code(), CsError::Library, "{error}");
+    // The sender goes on.
+    send_and_deliver(&mut sender, &mut sent, count, 1);
+}
