@@ -1039,6 +1039,7 @@ impl AsRawFd for Handle {
 mod tests {
     use super::*;
     use crate::ipc::connection::{Layout, Offer, accept, read_request};
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
     /// A handle and the node's end of its connection, over a socket pair.
     fn connected() -> (Handle, Endpoint) {
