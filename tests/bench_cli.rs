@@ -170,3 +170,41 @@ fn one_node_text_is_result_lines_then_tables() {
         "{report}"
     );
 }
+
+#[test]
+fn plot_without_a_usable_python_is_a_note_and_the_report_is_unchanged() {
+    let dir = std::env::temp_dir().join(format!("bench-cli-plot-{}", std::process::id()));
+    let results = dir.join("r.txt");
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        &results,
+        "RESULT bench=send rep=1 role=sender size=64 msgs_s=100 MBps=0.1\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args(["bench", "report", "--ours"])
+        .arg(&results)
+        .arg("--plot")
+        .arg(&plots)
+        .env("TOTEMCAST_PYTHON", dir.join("no-such-python"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("| 1 node, 1 sender (a) mcast_joined | sender | 64 | 100 |"),
+        "{stdout}"
+    );
+    let notes: Vec<&str> = stderr.lines().collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(
+        notes[0].starts_with("totemcast bench: no plots: cannot run ")
+            && notes[0].contains("pip install 'totemcast[plot]'"),
+        "{stderr}"
+    );
+    assert!(plots.is_dir(), "the directory is made before the check");
+    assert_eq!(std::fs::read_dir(&plots).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

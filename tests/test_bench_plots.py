@@ -1,6 +1,8 @@
 """`totemcast bench … --plot DIR`: PNG charts of results files (synthetic ones here: two sizes,
 ours and Corosync's), and the note, not a failure, when matplotlib cannot be imported."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -121,3 +123,87 @@ def test_module_without_matplotlib_says_how_to_install_it(
     assert not (tmp_path / "p").exists()
     with pytest.raises(ImportError):
         bench_plots.plot([], [], tmp_path / "p")
+
+
+def bench_report(*args: str, env_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m totemcast bench report ARGS`, through the Rust command line."""
+    env = None if env_path is None else {**os.environ, "PYTHONPATH": str(env_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "totemcast", "bench", "report", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=100,
+        env=env,
+    )
+
+
+def test_bench_report_plot_draws_through_the_command_line(
+    results: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ours, corosync = results
+    out = tmp_path / "plots"
+    done = bench_report("--ours", str(ours), "--corosync", str(corosync), "--plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "| ratio (totemcast / Corosync) |" in done.stdout  # the comparison is still printed
+    assert f"wrote {len(CHARTS)} charts to {out}" in done.stderr
+    assert_charts(out, CHARTS)
+
+
+def test_bench_report_plot_without_matplotlib_notes_it_and_succeeds(
+    results: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A `matplotlib` package first on the path whose import fails, as a missing one does.
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    ours, corosync = results
+    out = tmp_path / "plots"
+    args = ["--ours", str(ours), "--corosync", str(corosync), "--plot", str(out), "--json"]
+    done = bench_report(*args, env_path=shadow.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [bench_plots.MATPLOTLIB_MISSING]
+    assert '"goals"' in done.stdout  # the report itself, unchanged
+    assert list(out.glob("*.png")) == []
+
+
+def test_bench_run_plot_draws_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "plots"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "totemcast",
+            "bench",
+            "--scenarios",
+            "single",
+            "--sizes",
+            "64",
+            "--duration",
+            "0.2",
+            "--reps",
+            "1",
+            "--lat-iters",
+            "20",
+            "--guarantees",
+            "agreed",
+            "--quiet",
+            "--plot",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| benchmark | side |" in done.stdout
+    # The charts come from the run's RESULT lines, left beside them.
+    lines = (out / "results.txt").read_text().splitlines()
+    assert sum(line.startswith("RESULT ") for line in lines) == sum(
+        line.startswith("RESULT ") for line in done.stdout.splitlines()
+    )
+    assert_charts(
+        out,
+        ["throughput-send.png", "throughput-send-zcb.png", "throughput-fanout.png", "latency.png"],
+    )

@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             # KeyboardInterrupt after the node has already shut down cleanly.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
         if args[0] == "bench":
-            # The benchmark starts nodes and workers as processes of this command.
+            # The benchmark starts nodes and workers as processes of this command, and
+            # `--plot` draws its charts with this interpreter (`python -m totemcast.bench_plots`).
             os.environ.setdefault("TOTEMCAST_BENCH_SELF", f"{sys.executable} -m totemcast")
+            os.environ.setdefault("TOTEMCAST_PYTHON", sys.executable)
         return _native.cli_main(args)
     parser = build_parser()
     parser.parse_args(args)

@@ -8,6 +8,8 @@
 //!     (or one JSON document with --json)
 //! totemcast bench report --ours FILE --corosync FILE [--markdown OUT] [--mode TEXT]
 //!     the side-by-side comparison of two results files and the goals of ARCHITECTURE.md §4
+//! … --plot DIR
+//!     either of the above, and PNG charts of the results in DIR (matplotlib, see [`plots`])
 //! totemcast bench --role send|recv|ping|pong|watch|hold --socket PATH …
 //!     one worker process (cpgbench's modes; started by the scenarios)
 //! ```
@@ -20,6 +22,7 @@
 
 pub mod limits;
 pub mod netns;
+pub mod plots;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
@@ -45,12 +48,20 @@ usage: totemcast bench [--quick] [--memory] [--failover] [--scenarios single,clu
                        [--receivers N] [--lat-iters N] [--lat-iters-cluster3 N]
                        [--guarantees agreed,safe] [--python-worker 'CMD ARGS']
                        [--token MS] [--failover-reps N] [--json] [--results-out FILE] [--keep]
-                       [--quiet]
+                       [--quiet] [--plot DIR]
        totemcast bench report --ours FILE… [--corosync FILE…] [--markdown OUT] [--mode TEXT] [--json]
+                       [--plot DIR]
        totemcast bench --role send|recv|ping|pong|watch|hold --socket PATH [-g GROUP] [-s SIZE]
                        [-t SECS] [-n COUNT] [-w WARMUP] [-m MEMBERS] [-z | --batch]
                        [--guarantee agreed|safe] [-T TIMEOUT] [--kill PID] [--nodes N]
-                       [--handles N] [--groups N] [--group-offset N]";
+                       [--handles N] [--groups N] [--group-offset N]
+
+--plot DIR writes PNG charts into DIR: throughput by message size, round trips, and with
+Corosync's results the ratios and the goals of ARCHITECTURE.md §4 (a run also leaves its
+RESULT lines there as results.txt unless --results-out names a file). It needs matplotlib in
+a Python that has totemcast ($TOTEMCAST_PYTHON, else python3; the pip-installed `totemcast`
+uses its own): pip install 'totemcast[plot]'. Without it a note says so and nothing else
+changes.";
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +87,8 @@ pub struct RunArgs {
     pub results_out: Option<PathBuf>,
     /// No progress display.
     pub quiet: bool,
+    /// Draw charts into this directory (`--plot`).
+    pub plot: Option<PathBuf>,
 }
 
 /// `totemcast bench report …`.
@@ -91,6 +104,8 @@ pub struct ReportArgs {
     pub mode: Option<String>,
     /// JSON on stdout.
     pub json: bool,
+    /// Draw charts into this directory (`--plot`).
+    pub plot: Option<PathBuf>,
 }
 
 /// Runs `totemcast bench ARGS` (the arguments after `bench`).
@@ -174,6 +189,7 @@ fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, String> {
         json: false,
         results_out: None,
         quiet: false,
+        plot: None,
     };
     while let Some(arg) = parser.next().map_err(err)? {
         match arg {
@@ -253,6 +269,7 @@ fn parse_run(parser: &mut lexopt::Parser) -> Result<Command, String> {
             Long("results-out") => {
                 run.results_out = Some(value::<String>(parser, "--results-out")?.into());
             }
+            Long("plot") => run.plot = Some(value::<String>(parser, "--plot")?.into()),
             Long("keep") => options.keep = true,
             Long("quiet") | Short('q') => run.quiet = true,
             Long("help") | Short('h') => return Ok(Command::Help),
@@ -325,6 +342,7 @@ fn parse_report(parser: &mut lexopt::Parser) -> Result<Command, String> {
             Long("markdown") => args.markdown = Some(value::<String>(parser, "--markdown")?.into()),
             Long("mode") => args.mode = Some(value(parser, "--mode")?),
             Long("json") => args.json = true,
+            Long("plot") => args.plot = Some(value::<String>(parser, "--plot")?.into()),
             Long("help") | Short('h') => return Ok(Command::Help),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
@@ -409,6 +427,11 @@ fn run_scenarios(args: &RunArgs) -> Result<(), String> {
     if cfg!(debug_assertions) {
         eprintln!("totemcast bench: this is a debug build; its figures mean nothing");
     }
+    // Before the run: a long benchmark says at once that it cannot draw.
+    let plotter = match &args.plot {
+        Some(dir) => plots::prepare(dir)?,
+        None => None,
+    };
     // Ctrl-C or SIGTERM: the scenarios stop their workers and nodes and delete their
     // namespaces; a second one ends this process at once.
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -441,7 +464,13 @@ fn run_scenarios(args: &RunArgs) -> Result<(), String> {
     results
         .notes
         .push(format!("elapsed_s: {:.0}", progress.elapsed_s()));
-    if let Some(path) = &args.results_out {
+    // The charts are drawn from a results file: --results-out's, else one beside them.
+    let results_file = match (&args.results_out, &plotter) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(plotter)) => Some(plotter.dir.join("results.txt")),
+        (None, None) => None,
+    };
+    if let Some(path) = &results_file {
         std::fs::write(path, results_text(&results))
             .map_err(|error| format!("{}: {error}", path.display()))?;
     }
@@ -453,7 +482,12 @@ fn run_scenarios(args: &RunArgs) -> Result<(), String> {
         println!();
         print!("{}", report::tables(&results));
     }
-    outcome
+    let drawn = match (&plotter, results_file) {
+        (Some(plotter), Some(file)) => plotter.draw(&[file], &[]),
+        _ => Ok(()),
+    };
+    // A failed step is the error to report; the charts of what did run are drawn anyway.
+    outcome.and(drawn)
 }
 
 fn load(paths: &[PathBuf]) -> Result<Results, String> {
@@ -469,6 +503,10 @@ fn load(paths: &[PathBuf]) -> Result<Results, String> {
 fn run_report(args: &ReportArgs) -> Result<(), String> {
     let ours = load(&args.ours)?;
     let corosync = load(&args.corosync)?;
+    let plotter = match &args.plot {
+        Some(dir) => plots::prepare(dir)?,
+        None => None,
+    };
     if args.json {
         let goals: Vec<serde_json::Value> = report::goals(&ours, &corosync)
             .into_iter()
@@ -495,7 +533,10 @@ fn run_report(args: &ReportArgs) -> Result<(), String> {
         std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    match plotter {
+        Some(plotter) => plotter.draw(&args.ours, &args.corosync),
+        None => Ok(()),
+    }
 }
 
 /// benches/RESULTS.md: when, where and how, the comparison, the goals and the memory figure.
@@ -601,6 +642,23 @@ mod tests {
         assert_eq!(o.guarantees, [Guarantee::Agreed, Guarantee::Safe]);
         assert!(run.json);
         assert_eq!(run.results_out, Some(PathBuf::from("/tmp/r.txt")));
+        assert_eq!(run.plot, None);
+    }
+
+    #[test]
+    fn plot_takes_a_directory_in_runs_and_reports() {
+        let Command::Run(run) = parse(args(&["--quick", "--plot", "plots"])).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run.plot, Some(PathBuf::from("plots")));
+        let Command::Report(report) =
+            parse(args(&["report", "--ours", "a", "--plot", "out/plots"])).unwrap()
+        else {
+            panic!("not a report")
+        };
+        assert_eq!(report.plot, Some(PathBuf::from("out/plots")));
+        let error = parse(args(&["--plot"])).unwrap_err();
+        assert!(error.contains("--plot"), "{error}");
     }
 
     #[test]
