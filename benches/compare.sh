@@ -21,6 +21,9 @@
 # figures.)
 #
 # env: MODE=quick|full (default full)   OUT=benches/RESULTS.md   TOTEMCAST_BIN=path
+#      PLOTS=dir for the PNG charts (default benches/plots, git-ignored; PLOTS= for none),
+#      drawn by `totemcast bench report --plot` with matplotlib in TOTEMCAST_PYTHON (default:
+#      PYTHON, else python3); without matplotlib a note says so and the rest is unchanged
 #      ROUNDS, DURATION, SIZES, LAT_ITERS, LAT_ITERS_CLUSTER3, TOKEN, FAILOVER_REPS override
 #      the mode's values; PYTHON=interpreter with the extension built (make build-release)
 #      or PYTHON_WORKER='cmd args' adds the Python client's scenarios.
@@ -50,6 +53,7 @@ full)
 esac
 SIZES=${SIZES:-"64 1024 16384 65536"}
 OUT=${OUT:-$ROOT/benches/RESULTS.md}
+PLOTS=${PLOTS-$ROOT/benches/plots}
 BIN=${TOTEMCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/totemcast}
 if [ "$(id -u)" != 0 ]; then
 	echo "compare.sh: needs root (corosync, network namespaces)" >&2
@@ -150,4 +154,11 @@ say "memory (totemcast)"
 
 echo "# load_end: $(cat /proc/loadavg)" >>"$NOTES"
 if [ -n "${KEEP_WORK:-}" ]; then say "raw results: $CS $OURS"; fi
-"$BIN" bench report --ours "$NOTES" --ours "$OURS" --corosync "$CS" --mode "$MODE" --markdown "$OUT"
+PLOT_ARGS=()
+if [ -n "$PLOTS" ]; then
+	PLOT_ARGS=(--plot "$PLOTS")
+	# The charts are drawn by the totemcast Python package (with matplotlib) of this interpreter.
+	if [ -z "${TOTEMCAST_PYTHON:-}" ] && [ -n "${PYTHON:-}" ]; then export TOTEMCAST_PYTHON="$PYTHON"; fi
+fi
+"$BIN" bench report --ours "$NOTES" --ours "$OURS" --corosync "$CS" --mode "$MODE" --markdown "$OUT" \
+	"${PLOT_ARGS[@]}"
