@@ -142,10 +142,12 @@ class Worker:
         handled = self.handle.dispatch(DispatchFlags.ALL)
         if timeout is None and not woken and handled > 0:
             self.state.wakeups_missed += 1
-        if timeout is None and handled == 0:
-            # Nothing after a wait for events that must come: a request makes the node look at
-            # this connection again, and raises LibraryError if the node closed it (it drops a
-            # client 512 MiB behind; the descriptor then stays readable and dispatch returns 0).
+        if timeout is None and not woken and handled == 0:
+            # A second without any event while waiting for some: a request makes the node look
+            # at this connection again, and raises LibraryError if the node closed it (it drops
+            # a client 512 MiB behind). A wake-up that finds nothing is not one (the node's
+            # wake-up for an event can land after the handle read that event, in the same
+            # dispatch); the Rust worker counts the same way.
             self.state.idle_waits += 1
             self.handle.local_get()
 
