@@ -17,9 +17,8 @@
 //! ```
 //!
 //! Zero copy both ways: a delivered [`Message`] is a read-only view of the node's event ring
-//! (kept as long as it is held — holding many fills the ring, and the node then disconnects
-//! a client that stops reading), and [`Handle::zcb_alloc`] hands out a buffer in shared memory
-//! that [`Handle::zcb_mcast_joined`] sends without the library copying it.
+//! (see there for what holding it costs), and [`Handle::zcb_alloc`] hands out a buffer in
+//! shared memory that [`Handle::zcb_mcast_joined`] sends without the library copying it.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -52,6 +51,15 @@ const PART_MAX: usize = 1 << 20;
 /// A delivered message: a read-only view of the node's event ring (zero copy) or, for a
 /// message larger than a ring record, a buffer of its own. Cheap to clone; `to_vec()` or
 /// [`Message::to_bytes`] keep a copy that holds no ring space.
+///
+/// A view holds its ring space until its last clone is dropped (in any thread, at any time:
+/// inside a `dispatch` callback, after it, or while the handle waits in
+/// [`Handle::wait_for_event`]); that drop gives the space back at once and wakes the node if
+/// it waits for it. While held views fill the ring, the node keeps this handle's events
+/// waiting and writes them as views are dropped: holding views is a legitimate way to slow
+/// one's own deliveries down, but only for a while — a client that releases nothing for 5 s
+/// while events wait (or has 512 MiB waiting) is disconnected. Keep a copy to hold messages
+/// longer.
 #[derive(Clone)]
 pub struct Message(Repr);
 
@@ -715,9 +723,6 @@ impl Handle {
     /// and released.
     fn read_record(&mut self, pin: bool) -> Result<Option<(u32, Option<Event>)>> {
         let endpoint = self.endpoint.as_mut().expect("checked by callers");
-        if endpoint.rx.release_returned() {
-            endpoint.wake_peer();
-        }
         let Some(entry) = endpoint.rx.read_next().map_err(lost)? else {
             return Ok(None);
         };
@@ -1039,6 +1044,7 @@ impl AsRawFd for Handle {
 mod tests {
     use super::*;
     use crate::ipc::connection::{Layout, Offer, accept, read_request};
+    use bytes::BytesMut;
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
     /// A handle and the node's end of its connection, over a socket pair.
@@ -1059,6 +1065,48 @@ mod tests {
         });
         let handle = Handle::connect_stream(client, Options::default()).unwrap();
         (handle, serve.join().unwrap())
+    }
+
+    /// Deliveries a caller keeps as views (`Message`s held past `dispatch`, as a Python
+    /// callback storing its messages does) and drops after the last read: their ring space
+    /// goes back at the drop, waking the node that waits for it. The client has nothing left
+    /// to read and sleeps; the space used to stay taken until its next read, which only the
+    /// node's next event would bring: neither side moved.
+    #[test]
+    fn views_dropped_after_the_last_read_wake_the_node_waiting_for_their_space() {
+        let (mut handle, mut node) = connected();
+        let mut header = BytesMut::new();
+        records::deliver_header(NodeId(1), 7, b"g", &mut header);
+        let record = [&header[..], &[5u8; 200]].concat();
+        let mut written = 0;
+        while node.tx.push(records::DELIVER, &record).unwrap().is_ok() {
+            written += 1;
+        }
+        assert!(
+            node.tx.prepare_to_wait(record.len()).unwrap(),
+            "the node waits for room for its next event"
+        );
+        let mut kept = Vec::new();
+        let handled = handle
+            .dispatch(DispatchFlags::All, |event| kept.push(event))
+            .unwrap();
+        assert_eq!(handled, written);
+        assert!(kept.iter().all(|event| matches!(
+            event,
+            Event::Deliver { payload, .. } if payload.is_zero_copy()
+        )));
+        assert!(
+            !handle.wait_for_event(Some(Duration::ZERO)).unwrap(),
+            "nothing is left to read: the client sleeps"
+        );
+        node.clear_wakeup();
+        drop(kept);
+        assert!(readable(node.wakeup()), "the waiting node was not woken");
+        assert_eq!(
+            node.tx.free().unwrap(),
+            node.tx.capacity(),
+            "space still taken"
+        );
     }
 
     fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {

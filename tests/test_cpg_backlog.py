@@ -155,3 +155,58 @@ def test_a_receiver_the_node_drops_for_being_slow_learns_it(pair: LocalCluster, 
 
         with pytest.raises(totemcast.LibraryError):
             send_until_error()
+
+
+class Keeper(Counter):
+    """Counts deliveries and keeps the messages (views of the event ring) while `keep` holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keep = True
+        self.kept: list[cpg.Message] = []
+
+    def deliver(self, h: cpg.Handle, g: object, n: int, p: int, msg: cpg.Message) -> None:
+        super().deliver(h, g, n, p, msg)
+        if self.keep:
+            self.kept.append(msg)
+
+
+def test_messages_dropped_after_dispatch_let_the_node_write_what_waits(
+    pair: LocalCluster, group: str
+) -> None:
+    """Messages kept past `dispatch` fill the ring; dropping them later, while the handle
+    waits on its descriptor with nothing to read, must let the node write the events it holds
+    back. Their space used to be freed only at the handle's next read, and nothing would bring
+    one: the node waited for the space, the handle for the node."""
+    at_receiver = Keeper()
+    receiver = cpg.Handle(
+        deliver=at_receiver.deliver, confchg=at_receiver.confchg, socket=pair.socket(0)
+    )
+    receiver.join(group)
+    pump(receiver, lambda: at_receiver.members == 1)
+    at_sender = Counter()
+    sender = cpg.Handle(deliver=at_sender.deliver, confchg=at_sender.confchg, socket=pair.socket(1))
+    with receiver, sender:
+        sender.join(group)
+        pump(sender, lambda: at_sender.members == 2)
+        pump(receiver, lambda: at_receiver.members == 2)
+        at_receiver.kept.clear()
+        dropped = clients_counter(pair, "disconnected_slow")
+        before = clients_counter(pair, "events_written")
+        count = 200  # 12.5 MiB: more than the receiver's 8 MiB ring holds
+        send_and_deliver(sender, at_sender, 0, count)
+        deadline = time.monotonic() + WITHIN
+        while clients_counter(pair, "events_written") < before + count:
+            assert time.monotonic() < deadline, "node 1 never delivered them"
+        # Read what the ring holds, keeping every message, until nothing more comes.
+        while select.select([receiver], [], [], 0)[0]:
+            receiver.dispatch(DispatchFlags.ALL)
+        assert 0 < len(at_receiver.kept) == at_receiver.delivered < count
+        at_receiver.keep = False
+        at_receiver.kept.clear()
+        ready, _, _ = select.select([receiver], [], [], WITHIN)
+        assert ready, "the node did not write the events it held back"
+        assert clients_counter(pair, "disconnected_slow") == dropped, (
+            "the node dropped the receiver for releasing nothing"
+        )
+        pump(receiver, lambda: at_receiver.delivered == count)

@@ -276,6 +276,13 @@ class Message:
     `struct.unpack_from(fmt, msg)` read it in place. The payload belongs to the message object,
     so views of it stay valid as long as they live. A message compares equal to any buffer with
     the same bytes (`msg == b"hello"`) and hashes like `bytes`.
+
+    A delivered message is a view of the node's event ring and holds its ring space until it
+    and every view of it are gone; that frees the space at once, whenever it happens (also
+    after `dispatch` returned, while the loop waits on `fd_get()`), and lets the node write
+    what waits. Held messages that fill the ring hold this handle's later events back, and a
+    handle that frees nothing for 5 s while events wait is disconnected: keep `bytes(msg)` to
+    store messages.
     """
 
     def __buffer__(self, flags: int, /) -> memoryview: ...

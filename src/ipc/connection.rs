@@ -441,14 +441,23 @@ pub fn handshake(
             .map_err(|error| library(format!("shared memory: {error}")))?,
     );
     let bad = |error: ring::Corrupt| library(error.0);
+    let rx = Consumer::new(
+        Arc::clone(&region),
+        layout.event_offset(),
+        layout.event_capacity,
+    )
+    .map_err(bad)?;
+    // A delivery kept as a view (`cpg::Message`) releases its space when dropped, whenever
+    // that is: then it wakes the node itself if the node waits for that space.
+    let waker = node_wakeup
+        .try_clone()
+        .map_err(|error| library(format!("dup: {error}")))?;
+    rx.set_producer_waker(move || {
+        let _ = nix::unistd::write(&waker, &1u64.to_ne_bytes());
+    });
     let endpoint = Endpoint {
         tx: Producer::new(Arc::clone(&region), 0, layout.request_capacity).map_err(bad)?,
-        rx: Consumer::new(
-            Arc::clone(&region),
-            layout.event_offset(),
-            layout.event_capacity,
-        )
-        .map_err(bad)?,
+        rx,
         wake_peer: node_wakeup,
         wakeup: client_wakeup,
         stream,

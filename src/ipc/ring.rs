@@ -22,8 +22,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::shm::SharedMemory;
 
@@ -350,6 +350,9 @@ impl Producer {
         self.ring
             .u32_at(PRODUCER_SLEEPING_AT)
             .store(1, Ordering::SeqCst);
+        // Pairs with the consumer's fence between storing its head and looking at the mark:
+        // it sees the mark, or this side sees the head it stored.
+        fence(Ordering::SeqCst);
         let need = 2 * record_size(len);
         if self.free()? >= need.min(self.ring.capacity) {
             self.ring
@@ -495,27 +498,80 @@ pub struct Consumer {
     ring: RingMemory,
     /// Next record to read.
     read: u64,
-    /// Everything before it is released (mine; the shared head mirrors it).
+    /// The producer's tail when last read.
+    tail: u64,
+    /// What was released, shared with the [`Pinned`] views, which release themselves.
+    releases: Arc<Releases>,
+}
+
+/// What a consumer has released, shared by the consumer and its [`Pinned`] views: a view
+/// releases its record when dropped, in whatever thread, at once — not at the consumer's next
+/// call, which may never come while it sleeps with nothing left to read and the producer
+/// waits for that very space.
+struct Releases {
+    ring: RingMemory,
+    state: Mutex<ReleaseState>,
+    /// `state.head`, readable without the lock (mine: the ring's shared head is written by me
+    /// too, but a misbehaving producer could overwrite it).
+    head: AtomicU64,
+    /// Records handed out by `read_next` and not released yet.
+    pinned: AtomicUsize,
+    /// Wakes the producer (see [`Consumer::set_producer_waker`]).
+    waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+struct ReleaseState {
+    /// Everything before it is released (the shared head mirrors it).
     head: u64,
     /// Released records beyond `head`, by start → end.
     released: BTreeMap<u64, u64>,
-    /// Records handed out by `read_next` and not released yet.
-    pinned: usize,
-    /// The producer's tail when last read.
-    tail: u64,
-    /// Records whose [`Pinned`] views were dropped, to be released.
-    returned: Arc<Returned>,
-    /// Reused buffer for [`Consumer::release_returned`].
-    returning: Vec<Entry>,
 }
 
-/// Entries of dropped [`Pinned`] views, waiting for their consumer to release them.
-#[derive(Debug, Default)]
-struct Returned(Mutex<Vec<Entry>>);
+impl std::fmt::Debug for Releases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Releases")
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .field("pinned", &self.pinned.load(Ordering::Relaxed))
+            .field("waker", &self.waker.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Releases {
+    /// Releases `entry`; returns whether the head moved (space was freed).
+    fn release(&self, entry: Entry) -> bool {
+        self.pinned.fetch_sub(1, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if entry.start != state.head {
+            state.released.insert(entry.start, entry.end);
+            return false;
+        }
+        let mut head = entry.end;
+        while let Some(end) = state.released.remove(&head) {
+            head = end;
+        }
+        state.head = head;
+        // The mirror first: whoever sees the producer react to the shared head sees it too.
+        self.head.store(head, Ordering::Release);
+        self.ring.head().store(head, Ordering::Release);
+        true
+    }
+
+    /// Whether the producer waits for space and must be woken (clears its mark).
+    fn take_producer_wake(&self) -> bool {
+        // Pairs with the fence in `Producer::prepare_to_wait` between setting its mark and
+        // reading the head: one of the two sides sees the other.
+        fence(Ordering::SeqCst);
+        let flag = self.ring.u32_at(PRODUCER_SLEEPING_AT);
+        flag.load(Ordering::Relaxed) == 1 && flag.swap(0, Ordering::SeqCst) == 1
+    }
+}
 
 /// A record's payload kept in place after it was read, released when the last view is dropped
-/// (in any thread). Holding it keeps the region mapped, so it can never dangle; it does hold
-/// ring space, so a consumer that keeps many fills its ring.
+/// (in any thread), which wakes a producer waiting for the space (see
+/// [`Consumer::set_producer_waker`]). Holding it keeps the region mapped, so it can never
+/// dangle; it does hold ring space, so a consumer that keeps many fills its ring, and the
+/// producer then waits until some are dropped.
 ///
 /// Only for rings whose producer is trusted (the node's event ring read by a client), as for
 /// [`Consumer::payload`].
@@ -525,7 +581,7 @@ pub struct Pinned {
     /// Offset of the payload in the region.
     at: usize,
     entry: Entry,
-    returned: Arc<Returned>,
+    releases: Arc<Releases>,
 }
 
 impl std::ops::Deref for Pinned {
@@ -542,11 +598,14 @@ impl std::ops::Deref for Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        self.returned
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(self.entry);
+        let releases = &self.releases;
+        // Without a waker the mark stays for the consumer's next release to see.
+        if releases.release(self.entry)
+            && let Some(wake) = releases.waker.get()
+            && releases.take_producer_wake()
+        {
+            wake();
+        }
     }
 }
 
@@ -562,20 +621,33 @@ impl Consumer {
         if head % 8 != 0 {
             return Err(Corrupt(format!("head {head} is not 8-aligned")));
         }
+        let releases = Releases {
+            ring: ring.clone(),
+            state: Mutex::new(ReleaseState {
+                head,
+                released: BTreeMap::new(),
+            }),
+            head: AtomicU64::new(head),
+            pinned: AtomicUsize::new(0),
+            waker: OnceLock::new(),
+        };
         Ok(Consumer {
             ring,
             read: head,
-            head,
-            released: BTreeMap::new(),
-            pinned: 0,
             tail: head,
-            returned: Arc::default(),
-            returning: Vec::new(),
+            releases: Arc::new(releases),
         })
     }
 
-    /// Keeps `entry`'s payload as a view that outlives this borrow; it is released once the
-    /// view is dropped and [`Consumer::release_returned`] runs.
+    /// Installs what wakes the producer when a dropped [`Pinned`] view frees space it waits
+    /// for (the consumer's owner is not there to do it: it may be asleep, with nothing left to
+    /// read). The first one installed stays.
+    pub fn set_producer_waker(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let _ = self.releases.waker.set(Box::new(wake));
+    }
+
+    /// Keeps `entry`'s payload as a view that outlives this borrow; it is released when the
+    /// view is dropped.
     #[must_use]
     pub fn pin(&self, entry: Entry) -> Pinned {
         let index = (entry.start % self.ring.capacity as u64) as usize;
@@ -583,28 +655,13 @@ impl Consumer {
             memory: Arc::clone(&self.ring.memory),
             at: self.ring.offset + HEADER_LEN + index + RECORD_HEADER_LEN,
             entry,
-            returned: Arc::clone(&self.returned),
+            releases: Arc::clone(&self.releases),
         }
     }
 
-    /// Releases the records of dropped [`Pinned`] views; returns whether the producer waits
-    /// for space and must be woken.
-    pub fn release_returned(&mut self) -> bool {
-        let mut entries = std::mem::take(&mut self.returning);
-        std::mem::swap(
-            &mut *self
-                .returned
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            &mut entries,
-        );
-        let mut freed = false;
-        for entry in entries.drain(..) {
-            freed |= self.release_batched(entry);
-        }
-        self.returning = entries;
-        freed && self.take_producer_wake()
+    /// Everything before it is released.
+    fn head(&self) -> u64 {
+        self.releases.head.load(Ordering::Acquire)
     }
 
     /// Publishes a word for the producer (see [`Producer::consumer_status`]).
@@ -617,7 +674,7 @@ impl Consumer {
     /// Records read and not yet released.
     #[must_use]
     pub fn outstanding(&self) -> usize {
-        self.pinned
+        self.releases.pinned.load(Ordering::Relaxed)
     }
 
     /// The next record, if one is published; its payload stays valid until released.
@@ -626,11 +683,14 @@ impl Consumer {
         loop {
             if self.read == self.tail {
                 let tail = self.ring.tail().load(Ordering::Acquire);
-                if tail < self.tail || tail - self.head > capacity || tail % 8 != 0 {
+                // Read after the tail: a view dropped in another thread may have moved the
+                // head, and the producer may have written into that space already.
+                let head = self.head();
+                if tail < self.tail || tail - head > capacity || tail % 8 != 0 {
                     return Err(Corrupt(format!(
                         "tail {tail} outside {}..={}",
                         self.tail,
-                        self.head + capacity
+                        head + capacity
                     )));
                 }
                 self.tail = tail;
@@ -662,11 +722,11 @@ impl Consumer {
                         entry.start
                     )));
                 }
-                self.pinned += 1;
+                self.releases.pinned.fetch_add(1, Ordering::Relaxed);
                 self.release_batched(entry);
                 continue;
             }
-            self.pinned += 1;
+            self.releases.pinned.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(entry));
         }
     }
@@ -731,33 +791,21 @@ impl Consumer {
     /// [`Consumer::release`] without asking whether the producer waits (for batches, which
     /// end with one [`Consumer::take_producer_wake`]); returns whether space was freed.
     pub fn release_batched(&mut self, entry: Entry) -> bool {
-        self.pinned -= 1;
-        if entry.start != self.head {
-            self.released.insert(entry.start, entry.end);
-            return false;
-        }
-        self.head = entry.end;
-        while let Some(end) = self.released.remove(&self.head) {
-            self.head = end;
-        }
-        self.ring.head().store(self.head, Ordering::Release);
-        true
+        self.releases.release(entry)
     }
 
     /// Whether the producer waits for space and must be woken (clears its mark); for batches
     /// of [`Consumer::release`] whose results were ignored.
     #[must_use = "a waiting producer must be woken"]
     pub fn take_producer_wake(&self) -> bool {
-        fence(Ordering::SeqCst);
-        let flag = self.ring.u32_at(PRODUCER_SLEEPING_AT);
-        flag.load(Ordering::Relaxed) == 1 && flag.swap(0, Ordering::SeqCst) == 1
+        self.releases.take_producer_wake()
     }
 
     /// Whether the producer waits for this consumer to read further than it has released
     /// ([`HeadWatch::await_read`]): a consumer that paused reading must read on.
     #[must_use]
     pub fn read_awaited(&self) -> bool {
-        self.ring.u64_at(READ_AWAITED_AT).load(Ordering::Acquire) > self.head
+        self.ring.u64_at(READ_AWAITED_AT).load(Ordering::Acquire) > self.head()
     }
 
     /// Wakes a producer waiting in [`HeadWatch::wait_read`] for a position the head has
@@ -766,7 +814,7 @@ impl Consumer {
         fence(Ordering::SeqCst);
         let awaited = self.ring.u64_at(READ_AWAITED_AT);
         let position = awaited.load(Ordering::Relaxed);
-        if position == 0 || position > self.head {
+        if position == 0 || position > self.head() {
             return;
         }
         // A later wait (a larger position) stays asked for.
@@ -1049,21 +1097,20 @@ mod tests {
         let [first, second, third]: [Pinned; 3] = views.try_into().unwrap();
         // Dropping a later one first frees nothing: the head waits for the first.
         drop(third);
-        assert!(!consumer.release_returned());
         assert_eq!(producer.free().unwrap(), 256 - 3 * 48);
         assert_eq!(&first[..], &[0u8; 40][..]);
         std::thread::spawn(move || assert_eq!(&second[..], &[1u8; 40][..]))
             .join()
             .unwrap();
-        let _ = consumer.release_returned();
         assert_eq!(
             producer.free().unwrap(),
             256 - 3 * 48,
             "the first holds the head"
         );
+        assert_eq!(consumer.outstanding(), 1);
         drop(first);
-        let _ = consumer.release_returned();
-        assert_eq!(producer.free().unwrap(), 256);
+        assert_eq!(producer.free().unwrap(), 256, "the drop released all three");
+        assert_eq!(consumer.outstanding(), 0);
         // A view outlives its consumer (the mapping stays).
         assert!(producer.push(9, b"late").unwrap().is_ok());
         let entry = consumer.read_next().unwrap().unwrap();
@@ -1071,6 +1118,50 @@ mod tests {
         drop(consumer);
         assert_eq!(&late[..], b"late");
         assert_eq!(consumer_status_round_trip(), 7);
+    }
+
+    /// A producer waiting for space held by views is woken by the drop of the view that frees
+    /// it, in whatever thread, with no call of the consumer after it (its owner may sleep with
+    /// nothing left to read). A view dropped out of order frees nothing and wakes nobody.
+    #[test]
+    fn dropping_the_view_that_frees_space_wakes_a_waiting_producer() {
+        let (mut producer, mut consumer, _memory) = pair(256);
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&wakes);
+        consumer.set_producer_waker(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        while producer.push(1, &[7; 40]).unwrap().is_ok() {}
+        let mut views = Vec::new();
+        while let Some(entry) = consumer.read_next().unwrap() {
+            views.push(consumer.pin(entry));
+        }
+        assert_eq!(views.len(), 5);
+        assert_eq!(consumer.read_next().unwrap(), None, "everything was read");
+        assert!(producer.prepare_to_wait(40).unwrap(), "the producer waits");
+        drop(views.pop());
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            0,
+            "out of order: nothing freed"
+        );
+        std::thread::spawn(move || drop(views)).join().unwrap();
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            1,
+            "the producer was not woken"
+        );
+        assert_eq!(producer.free().unwrap(), 256);
+        assert_eq!(consumer.outstanding(), 0);
+        // Without a waker the mark stays set for the consumer's next release to see.
+        let (mut producer, mut consumer, _memory) = pair(256);
+        while producer.push(1, &[7; 40]).unwrap().is_ok() {}
+        let first = consumer.read_next().unwrap().unwrap();
+        let view = consumer.pin(first);
+        let second = consumer.read_next().unwrap().unwrap();
+        assert!(producer.prepare_to_wait(40).unwrap());
+        drop(view);
+        assert!(consumer.release(second), "the mark was lost");
     }
 
     fn consumer_status_round_trip() -> u32 {
