@@ -94,6 +94,27 @@ struct RingMemory {
 }
 
 impl RingMemory {
+    /// `FUTEX_WAIT` (while the head's low half holds `expected`, at most `timeout`) or
+    /// `FUTEX_WAKE` (all waiters) on the head's low half: shared, not private, since the
+    /// other side is another mapping, often another process.
+    fn head_futex(&self, op: nix::libc::c_int, value: u32, timeout: Option<&nix::libc::timespec>) {
+        let timeout = timeout.map_or(std::ptr::null(), std::ptr::from_ref);
+        // SAFETY: the futex word is the (4-aligned) low half of the head, inside the mapped
+        // region that `self.memory` keeps alive; FUTEX_WAIT only reads it (and returns at once
+        // if it no longer holds `value`), FUTEX_WAKE does not touch it.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_futex,
+                self.memory.as_ptr().add(self.offset + HEAD_FUTEX_AT),
+                op,
+                value,
+                timeout,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
     fn new(
         memory: Arc<SharedMemory>,
         offset: usize,
@@ -446,24 +467,9 @@ impl HeadWatch {
                 .unwrap_or(nix::libc::time_t::MAX),
             tv_nsec: nix::libc::c_long::from(timeout.subsec_nanos()),
         };
-        // SAFETY: the futex word is the (4-aligned) low half of the head, inside the mapped
-        // region that `self.ring` keeps alive; FUTEX_WAIT only reads it, and returns at once
-        // if it no longer holds `head`'s low bits (the consumer released meanwhile). A shared
-        // (not private) futex, since the consumer is another mapping, often another process.
-        unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_futex,
-                self.ring
-                    .memory
-                    .as_ptr()
-                    .add(self.ring.offset + HEAD_FUTEX_AT),
-                nix::libc::FUTEX_WAIT,
-                head as u32,
-                &raw const timeout,
-                std::ptr::null::<u32>(),
-                0u32,
-            );
-        }
+        // Returns at once if the consumer released meanwhile (the low bits changed).
+        self.ring
+            .head_futex(nix::libc::FUTEX_WAIT, head as u32, Some(&timeout));
         self.head() >= position
     }
 }
@@ -819,22 +825,8 @@ impl Consumer {
         }
         // A later wait (a larger position) stays asked for.
         let _ = awaited.compare_exchange(position, 0, Ordering::SeqCst, Ordering::Relaxed);
-        // SAFETY: the futex word is the low half of the head, inside the mapped region that
-        // `self.ring` keeps alive; FUTEX_WAKE does not touch memory.
-        unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_futex,
-                self.ring
-                    .memory
-                    .as_ptr()
-                    .add(self.ring.offset + HEAD_FUTEX_AT),
-                nix::libc::FUTEX_WAKE,
-                i32::MAX,
-                std::ptr::null::<nix::libc::timespec>(),
-                std::ptr::null::<u32>(),
-                0u32,
-            );
-        }
+        self.ring
+            .head_futex(nix::libc::FUTEX_WAKE, i32::MAX as u32, None);
     }
 
     /// Marks the consumer as about to sleep; returns false (and clears the mark) if a record

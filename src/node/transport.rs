@@ -211,17 +211,24 @@ impl Transport {
         segment: usize,
         count: usize,
     ) {
-        let addrs: Vec<SocketAddr> = match (destination, &self.mode) {
+        // One address, or every other node's (by index: no copy of the list per send).
+        let single = match (destination, &self.mode) {
             (Destination::Node(node), _) => {
                 match self.peers.binary_search_by_key(&node, |(id, _)| *id) {
-                    Ok(index) => vec![self.peers[index].1],
+                    Ok(index) => Some(self.peers[index].1),
                     Err(_) => return,
                 }
             }
-            (Destination::Multicast, Mode::Multicast(group)) => vec![*group],
-            (Destination::Multicast, Mode::Unicast) => self.others.clone(),
+            (Destination::Multicast, Mode::Multicast(group)) => Some(*group),
+            (Destination::Multicast, Mode::Unicast) => None,
         };
-        for addr in addrs {
+        let receivers = if single.is_some() {
+            1
+        } else {
+            self.others.len()
+        };
+        for index in 0..receivers {
+            let addr = single.unwrap_or_else(|| self.others[index]);
             if self.gso && self.send_gso(bytes, segment, count, addr) {
                 continue;
             }
@@ -601,20 +608,7 @@ mod tests {
 
     #[test]
     fn unicast_fans_out_to_every_other_node() {
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|_| {
-                let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                probe.local_addr().unwrap()
-            })
-            .collect();
-        let peers: Vec<(NodeId, SocketAddr)> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (NodeId(i as u32 + 1), *a))
-            .collect();
-        let mut transports: Vec<Transport> = (1..=3)
-            .map(|id| Transport::bind(NodeId(id), peers.clone(), Mode::Unicast).unwrap())
-            .collect();
+        let (addrs, mut transports) = loopback_cluster(3);
         transports[0].send(Destination::Multicast, b"hello");
         transports[0].send(Destination::Node(NodeId(3)), b"token");
         assert_eq!(transports[0].counters().datagrams_sent, 3);
