@@ -611,9 +611,10 @@ impl Handle {
         Ok(self.max_message_size)
     }
 
-    /// `cpg_flow_control_state_get`: `Enabled` while the node holds this handle's messages for
-    /// lack of room in its send queue, or the request ring is over three quarters full — sends
-    /// may get `CS_ERR_TRY_AGAIN` then.
+    /// `cpg_flow_control_state_get`: `Enabled` while the node holds this handle's messages (for
+    /// lack of room in its send queue, or for a client on the node that receives them and is
+    /// more than 16 MiB behind on its events), or the request ring is over three quarters
+    /// full — sends may get `CS_ERR_TRY_AGAIN` then.
     pub fn flow_control_state_get(&mut self) -> Result<FlowControlState> {
         let endpoint = self.endpoint()?;
         let held = endpoint.tx.consumer_status() == FLOW_CONTROL_ENABLED;

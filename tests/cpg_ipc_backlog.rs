@@ -131,8 +131,7 @@ fn joined_pair(cluster: &NodeCluster) -> (Handle, Seen, Handle, Seen) {
 
 /// The hang of the bench's fan-out step: a receiver behind on its events asks the node
 /// something (`local_get`) while the node holds more events for it than its ring holds. The
-/// answer comes after those events — and above 16 MiB of backlog the node does not even read
-/// the request until the receiver has read events. The request used to keep the events it read
+/// answer comes after those events. The request used to keep the events it read
 /// meanwhile as views of the ring: the ring filled with them, the node waited for room, the
 /// receiver for the answer, forever.
 #[test]
@@ -140,7 +139,7 @@ fn a_request_behind_a_backlog_larger_than_the_ring_is_answered() {
     let cluster = cluster("cpg-backlog-request");
     let (mut receiver, mut at_receiver, mut sender, mut sent) = joined_pair(&cluster);
     // 26 MiB for a receiver that reads nothing meanwhile: 8 MiB fill its ring, 18 MiB wait in
-    // the node's backlog, above the 16 MiB at which the node stops reading its requests.
+    // the node's backlog, above the 16 MiB at which the node holds its multicasts.
     let count = 416;
     let before = client_counter(&cluster, "events_written");
     send_and_deliver(&mut sender, &mut sent, 0, count);
@@ -168,8 +167,8 @@ fn a_request_behind_a_backlog_larger_than_the_ring_is_answered() {
     });
 }
 
-/// Writing into a zero-copy buffer waits until the node has read its last send. The node had
-/// stopped reading this client's requests until it read its events (more than 16 MiB waiting)
+/// Writing into a zero-copy buffer waits until the node has read its last send. The node holds
+/// this client's multicasts until it has read its events (more than 16 MiB waiting)
 /// — and the thread that would read them is the one waiting in the write: both waited
 /// forever. Now the node reads the requests a buffer waits for.
 #[test]

@@ -527,8 +527,10 @@ class CpgHandle:
 
     def flow_control_state_get(self) -> FlowControlState:
         """`cpg_flow_control_state_get`: `ENABLED` while the node holds this handle's messages
-        for lack of room, or its request ring is over three quarters full (sends may raise
-        `TryAgainError` then), else `DISABLED`. Unlike Corosync's, it is real."""
+        (for lack of room in its send queue, or for a client on the node that receives them and
+        is more than 16 MiB behind on its events), or its request ring is over three quarters
+        full (sends may raise `TryAgainError` then), else `DISABLED`. Unlike Corosync's, it is
+        real."""
 
     def zcb_alloc(self, size: int) -> ZcbBuffer:
         """`cpg_zcb_alloc`: a writable buffer of `size` bytes in shared memory.

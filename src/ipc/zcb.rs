@@ -11,9 +11,9 @@
 //!
 //! When the wait is real, the buffer asks the node to read up to its send and sleeps on a
 //! futex on the request ring's head, which the node wakes once it has. The node reads that far
-//! even while it has paused reading this client's requests (its events back up: the backlog
-//! throttle), since the thread waiting here may be the one that would read those events —
-//! pausing would wait for it forever. The wait ends without the read when the connection ends
+//! even while it holds this client's multicasts (a local receiver of them, maybe this client,
+//! is behind on its events: the backlog throttle), since the thread waiting here may be the
+//! one that would read those events — holding would wait for it forever. The wait ends without the read when the connection ends
 //! (the handle finalized, the node gone): nobody reads the block any more.
 
 use std::collections::BTreeMap;

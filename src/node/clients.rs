@@ -8,10 +8,13 @@
 //! sees TRY_AGAIN when its own ring fills — before anything more is accepted. A client's join
 //! or leave reaches the core before its next message. Control messages (join, leave, joinlist)
 //! the core refuses wait in a queue of their own. Events a client does not read in time wait in
-//! a backlog: above 16 MiB the node stops reading that client's requests (a sender that does
-//! not keep up with its own deliveries is slowed by TRY_AGAIN), and a client that releases
-//! nothing for 5 s while events wait — or has 512 MiB waiting — is disconnected with a logged
-//! reason (a slow client never blocks the ring or other clients).
+//! a backlog: above 16 MiB the node stops reading the multicasts of the local senders whose
+//! messages it receives, itself included, until it has caught up (see [`congestion`]); a
+//! client that releases nothing for 5 s while events wait — or has 512 MiB waiting — is
+//! disconnected with a logged reason (a slow client never blocks the ring, and blocks the
+//! local senders of its own group for 5 s at most).
+
+mod congestion;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -31,10 +34,11 @@ use crate::node::evs;
 use crate::node::services::ServiceId;
 use crate::time::Instant;
 use crate::totem;
+use congestion::Congestion;
 
-/// Bytes of events waiting for a client above which the node stops reading its requests: a
-/// client that sends faster than it reads (its own messages come back to it) is slowed down
-/// by `CS_ERR_TRY_AGAIN` instead of piling up events.
+/// Bytes of events waiting for a client above which the node stops reading the multicasts of
+/// the local senders it receives from (itself included): they are slowed down by
+/// `CS_ERR_TRY_AGAIN` instead of piling up events for it.
 const BACKLOG_THROTTLE: usize = 16 << 20;
 /// A client whose events wait while it has released nothing from its event ring for this
 /// long has stopped dispatching: it is disconnected.
@@ -65,6 +69,8 @@ pub struct ClientCounters {
     pub requests: u64,
     /// Times a multicast waited for room in the core.
     pub mcasts_waiting: u64,
+    /// Times a local sender's multicasts were held for a local receiver behind on its events.
+    pub senders_held: u64,
     /// Events written to clients' rings.
     pub events_written: u64,
 }
@@ -136,6 +142,7 @@ pub struct Clients {
     sessions: BTreeMap<ConnId, Session>,
     next: ConnId,
     control_backlog: VecDeque<(Guarantee, Bytes)>,
+    congestion: Congestion,
     /// Reused buffers: an encoded event, a small request's body.
     scratch: BytesMut,
     request: Vec<u8>,
@@ -156,6 +163,7 @@ impl Clients {
             sessions: BTreeMap::new(),
             next: 1,
             control_backlog: VecDeque::new(),
+            congestion: Congestion::default(),
             scratch: BytesMut::new(),
             request: Vec::new(),
             counters: ClientCounters::default(),
@@ -245,8 +253,10 @@ impl Clients {
         session.backlog.clear();
         session.backlog_bytes = 0;
         session.stalled_since = None;
-        self.serve(conn, core, now);
+        self.congestion.set_backlog(conn, 0, BACKLOG_THROTTLE);
+        self.serve_session(conn, core, now);
         self.finish_closing(conn, core, now);
+        self.resume_held(core, now);
     }
 
     /// Lets a closing session go once nothing it sent waits for the core.
@@ -259,6 +269,7 @@ impl Clients {
             return;
         }
         if let Some(session) = self.sessions.remove(&conn) {
+            self.congestion.remove(conn);
             self.counters.closed += 1;
             self.disconnect(conn, session.service);
             self.route(core, now);
@@ -276,6 +287,7 @@ impl Clients {
     /// the driver's poll set) and logs why.
     fn drop_client(&mut self, conn: ConnId, why: &str) {
         if let Some(session) = self.sessions.remove(&conn) {
+            self.congestion.remove(conn);
             tracing::warn!(
                 conn,
                 pid = session.peer.pid,
@@ -287,8 +299,53 @@ impl Clients {
         }
     }
 
-    /// The client woke the node: serve its requests and flush its backlog.
+    /// The client woke the node: serve its requests and flush its backlog (and serve the
+    /// senders held for it if it has caught up).
     pub fn serve(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
+        self.serve_session(conn, core, now);
+        self.resume_held(core, now);
+    }
+
+    /// Serves the senders held for receivers that have caught up (or left).
+    fn resume_held(&mut self, core: &mut totem::Node, now: Instant) {
+        if self.congestion.none_held() {
+            return;
+        }
+        for conn in self.congestion.held() {
+            if !self.must_wait(conn) {
+                self.serve_session(conn, core, now);
+            }
+        }
+    }
+
+    /// Whether `sender`'s multicasts wait for a local receiver of them that is behind.
+    fn must_wait(&self, sender: ConnId) -> bool {
+        self.congestion
+            .congested()
+            .any(|receiver| self.receives_from(receiver, sender))
+    }
+
+    /// Whether `receiver` gets the multicasts of `sender`: a CPG client those of its group's
+    /// members, and itself. EVS clients are taken as one audience (a message names its groups
+    /// only when it is sent).
+    fn receives_from(&self, receiver: ConnId, sender: ConnId) -> bool {
+        if receiver == sender {
+            return true;
+        }
+        let service = |conn| self.sessions.get(&conn).map(|s| s.service);
+        match (service(receiver), service(sender)) {
+            (Some(ServiceId::Cpg), Some(ServiceId::Cpg)) => self
+                .service
+                .joined_group(sender)
+                .is_some_and(|group| self.service.joined_group(receiver) == Some(group)),
+            (Some(ServiceId::Evs), Some(ServiceId::Evs)) => true,
+            _ => false,
+        }
+    }
+
+    /// Serves one session's requests and flushes its backlog.
+    fn serve_session(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
+        self.congestion.release(conn);
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -318,14 +375,6 @@ impl Clients {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 break;
             };
-            // A message read already goes to the core first (it was accepted); then, above
-            // the throttle, its requests wait until it has read its events (it wakes the node
-            // then) — except those a zero-copy buffer waits to be read (the thread waiting
-            // there may be the one that would read the events).
-            if session.backlog_bytes > BACKLOG_THROTTLE && !session.endpoint.rx.read_awaited() {
-                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
-                break;
-            }
             let next = match session.lookahead.take() {
                 Some(entry) => Ok(Some(entry)),
                 None => session.endpoint.rx.read_next(),
@@ -344,6 +393,19 @@ impl Clients {
                     break;
                 }
             };
+            // A message read already went to the core (it was accepted); a new one waits
+            // while a local receiver of it is behind, until that one has caught up (it wakes
+            // the node then) — unless a zero-copy buffer waits for it to be read (the thread
+            // waiting there may be the one that would read the events).
+            if !self.congestion.is_clear() && self.held_back(conn, &entry) {
+                let session = self.sessions.get_mut(&conn).expect("served");
+                session.lookahead = Some(entry);
+                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                if self.congestion.hold(conn) {
+                    self.counters.senders_held += 1;
+                }
+                break;
+            }
             let request = self.read_request(conn, &entry);
             let Some(session) = self.sessions.get_mut(&conn) else {
                 break;
@@ -387,6 +449,28 @@ impl Clients {
             session.endpoint.rx.wake_read_waiter();
         }
         self.route(core, now);
+    }
+
+    /// Whether `entry` begins a multicast that must wait for a local receiver behind on its
+    /// events.
+    fn held_back(&self, conn: ConnId, entry: &Entry) -> bool {
+        let Some(session) = self.sessions.get(&conn) else {
+            return false;
+        };
+        let multicast = match session.service {
+            ServiceId::Cpg => {
+                session.assembly.is_none()
+                    && matches!(
+                        entry.kind,
+                        records::MCAST | records::MCAST_FIRST | records::ZCB_MCAST
+                    )
+            }
+            ServiceId::Evs => matches!(
+                entry.kind,
+                evs::records::MCAST_JOINED | evs::records::MCAST_GROUPS
+            ),
+        };
+        multicast && !session.endpoint.rx.read_awaited() && self.must_wait(conn)
     }
 
     /// Reads one request (copying what the node keeps out of shared memory).
@@ -642,9 +726,10 @@ impl Clients {
             .map(|(&id, _)| id)
             .collect();
         for conn in waiting {
-            self.serve(conn, core, now);
+            self.serve_session(conn, core, now);
             self.finish_closing(conn, core, now);
         }
+        self.resume_held(core, now);
     }
 
     /// A CPG delivery from the core.
@@ -657,6 +742,7 @@ impl Clients {
     ) {
         self.service.on_deliver(origin, payload);
         self.route(core, now);
+        self.resume_held(core, now);
     }
 
     /// An EVS delivery from the core.
@@ -669,6 +755,7 @@ impl Clients {
     ) {
         self.evs.on_deliver(origin, payload);
         self.route(core, now);
+        self.resume_held(core, now);
     }
 
     /// A configuration from the core (transitional or regular).
@@ -681,6 +768,34 @@ impl Clients {
         self.service.on_configuration(configuration);
         self.evs.on_configuration(configuration);
         self.route(core, now);
+        self.resume_held(core, now);
+    }
+
+    /// When a client with events waiting will have released nothing for too long (see
+    /// [`Clients::handle_timeout`]).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.congestion
+            .backlogged()
+            .filter_map(|conn| self.sessions.get(&conn)?.stalled_since)
+            .min()
+            .map(|since| since + STALLED_MAX)
+    }
+
+    /// Disconnects the clients that have released nothing for too long while events waited
+    /// for them (whether more events come or not), and serves the senders held for them.
+    pub fn handle_timeout(&mut self, core: &mut totem::Node, now: Instant) {
+        self.now = now;
+        let stalled: Vec<ConnId> = self
+            .congestion
+            .backlogged()
+            .filter(|conn| self.sessions.get(conn).is_some_and(|s| s.stalled(now)))
+            .collect();
+        for conn in stalled {
+            self.drop_slow(conn);
+        }
+        self.route(core, now);
+        self.resume_held(core, now);
     }
 
     /// Carries the service's outputs to the core and the clients.
@@ -776,18 +891,13 @@ impl Clients {
         let body = Bytes::from(parts.concat());
         session.backlog_bytes += body.len();
         session.backlog.push_back((kind, body));
-        let since = *session.stalled_since.get_or_insert(self.now);
-        let stalled = self.now.saturating_duration_since(since) > STALLED_MAX;
-        if stalled || session.backlog_bytes > BACKLOG_MAX {
-            let why = format!(
-                "it stopped reading its events ({} bytes waiting, nothing read for {:.1} s)",
-                session.backlog_bytes,
-                self.now.saturating_duration_since(since).as_secs_f64()
-            );
-            self.counters.disconnected_slow += 1;
-            self.drop_client(conn, &why);
+        session.stalled_since.get_or_insert(self.now);
+        if session.stalled(self.now) || session.backlog_bytes > BACKLOG_MAX {
+            self.drop_slow(conn);
             return;
         }
+        self.congestion
+            .set_backlog(conn, session.backlog_bytes, BACKLOG_THROTTLE);
         if session.backlog.len() == 1 {
             // Ask the client to wake the node when it releases room (or write at once if
             // room appeared meanwhile).
@@ -795,9 +905,35 @@ impl Clients {
         }
     }
 
+    /// Disconnects a client that does not read its events (logging how far behind it is).
+    fn drop_slow(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        let idle = session.stalled_since.map_or(Duration::ZERO, |since| {
+            self.now.saturating_duration_since(since)
+        });
+        let why = format!(
+            "it stopped reading its events ({} bytes waiting, nothing read for {:.1} s)",
+            session.backlog_bytes,
+            idle.as_secs_f64()
+        );
+        self.counters.disconnected_slow += 1;
+        self.drop_client(conn, &why);
+    }
+
     /// Writes what the backlog holds while there is room; otherwise asks the client to wake
     /// the node once it has released room for the first record waiting.
     fn flush_backlog(&mut self, conn: ConnId) {
+        self.write_backlog(conn);
+        if let Some(session) = self.sessions.get(&conn) {
+            self.congestion
+                .set_backlog(conn, session.backlog_bytes, BACKLOG_THROTTLE);
+        }
+    }
+
+    /// See [`Clients::flush_backlog`].
+    fn write_backlog(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -824,6 +960,14 @@ impl Clients {
             // It reads: the clock of a stalled client starts again.
             session.stalled_since = (!session.backlog.is_empty()).then_some(self.now);
         }
+    }
+}
+
+impl Session {
+    /// Whether events have waited for this client while it released nothing for too long.
+    fn stalled(&self, now: Instant) -> bool {
+        self.stalled_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= STALLED_MAX)
     }
 }
 

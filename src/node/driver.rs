@@ -263,6 +263,7 @@ impl Driver {
             let now = clock::now();
             let deadline = [
                 self.core.poll_timeout(),
+                self.clients.poll_timeout(),
                 self.workload.as_ref().and_then(Workload::next_at),
             ]
             .into_iter()
@@ -297,6 +298,9 @@ impl Driver {
             let now = clock::now();
             if self.core.poll_timeout().is_some_and(|due| due <= now) {
                 self.core.handle_timeout(now);
+            }
+            if self.clients.poll_timeout().is_some_and(|due| due <= now) {
+                self.clients.handle_timeout(&mut self.core, now);
             }
             self.run_workload(now);
             self.flush(now);
