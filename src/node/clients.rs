@@ -313,6 +313,7 @@ impl Clients {
         }
         for conn in self.congestion.held() {
             if !self.must_wait(conn) {
+                self.congestion.release(conn);
                 self.serve_session(conn, core, now);
             }
         }
@@ -345,7 +346,6 @@ impl Clients {
 
     /// Serves one session's requests and flushes its backlog.
     fn serve_session(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
-        self.congestion.release(conn);
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };

@@ -59,7 +59,7 @@ impl Congestion {
         self.held.insert(conn)
     }
 
-    /// Stops holding `conn` (it is being served).
+    /// Stops holding `conn` (what held it is gone).
     pub(super) fn release(&mut self, conn: ConnId) {
         self.held.remove(&conn);
     }
