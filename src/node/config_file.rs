@@ -1809,11 +1809,11 @@ mod tests {
 
     #[test]
     fn crypto_overhead_counts_against_netmtu() {
-        let config = parse_text(&file("netmtu = 200", THREE_NODES)).unwrap();
-        assert_eq!(config.core_config(NodeId(1), 0).unwrap().netmtu, 172);
+        let config = parse_text(&file("netmtu = 250", THREE_NODES)).unwrap();
+        assert_eq!(config.core_config(NodeId(1), 0).unwrap().netmtu, 222);
         let error = config.core_config(NodeId(1), 100).unwrap_err().to_string();
         assert!(
-            error.contains("totem.netmtu: 200 leaves 72 bytes per datagram"),
+            error.contains("totem.netmtu: 250 leaves 122 bytes per datagram"),
             "{error}"
         );
         assert!(!error.contains('\n'));

@@ -260,8 +260,8 @@ impl Transport {
                 self.counters.bytes_sent += bytes.len() as u64;
                 true
             }
-            // Datagrams larger than the path MTU (recovery re-sends an old packet inside a new
-            // header) may be fragmented by IP, but not cut by GSO: these go one by one.
+            // Datagrams larger than the path MTU (a netmtu written larger than the link's) may
+            // be fragmented by IP, but not cut by GSO: these go one by one.
             Err(Errno::EMSGSIZE) => false,
             // No GSO here (an old kernel, a device without checksum offload): one by one.
             Err(Errno::EIO | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOPROTOOPT) => {

@@ -676,6 +676,21 @@ impl Cluster {
         let now = self.now;
         let from = index;
         while let Some((destination, bytes)) = self.nodes[index].core.poll_transmit_bytes() {
+            let mcast = bytes.get(3) == Some(&(totem::wire::Kind::Mcast as u8));
+            if mcast && bytes.len() > self.options.netmtu {
+                // A real network fragments it, or drops it (a path that blocks fragments).
+                // Regular messages are the datagrams the core cuts to netmtu (control messages
+                // are bounded by the node count and the retransmit list instead).
+                self.violations.push(Violation {
+                    property: "MTU",
+                    message: format!(
+                        "node {} sent a regular message of {} bytes, above netmtu {}",
+                        index + 1,
+                        bytes.len(),
+                        self.options.netmtu
+                    ),
+                });
+            }
             match destination {
                 Destination::Multicast => {
                     for to in (0..self.nodes.len()).filter(|&to| to != from) {

@@ -71,7 +71,8 @@ pub struct Config {
     /// `max_messages`: regular messages one member may send per visit.
     pub max_messages: u32,
     /// `netmtu`: largest packet the core produces, in bytes (a datagram, on a cluster of
-    /// several nodes).
+    /// several nodes), a recovery's re-broadcasts included: regular packets are
+    /// [`super::wire::ENCAPSULATION_LEN`] smaller.
     pub netmtu: usize,
     /// Largest totem payload (a service's header and the application's message), delivered
     /// whole or not at all.
@@ -190,7 +191,10 @@ impl Config {
                 self.max_messages, self.window_size
             ));
         }
-        let smallest_mtu = super::wire::MCAST_PREFIX_LEN + super::wire::CHUNK_HEADER_LEN + 64;
+        let smallest_mtu = super::wire::ENCAPSULATION_LEN
+            + super::wire::MCAST_PREFIX_LEN
+            + super::wire::CHUNK_HEADER_LEN
+            + 64;
         if self.netmtu < smallest_mtu || self.netmtu > PACKET_BYTES_MAX {
             return invalid(format!(
                 "netmtu: {} is outside {smallest_mtu}..={PACKET_BYTES_MAX}",

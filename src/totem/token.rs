@@ -254,7 +254,7 @@ impl Node {
 
     /// Packets needed to send everything queued.
     fn backlog(&self) -> u32 {
-        let space = self.config.netmtu - MCAST_PREFIX_LEN;
+        let space = self.packet_bytes_max() - MCAST_PREFIX_LEN;
         let bytes = match &self.recovery {
             Some(recovery) => recovery.queue.iter().map(|d| d.len() + 4).sum(),
             None => self.send_queue_bytes + self.send_queue.len() * CHUNK_HEADER_LEN,
@@ -303,9 +303,10 @@ impl Node {
         // Sized to what the queue holds (at most a datagram): packets stay in the sort queue
         // until stable, and netmtu can be large (a cluster of one node).
         let queued = self.send_queue_bytes + self.send_queue.len() * CHUNK_HEADER_LEN;
-        let mut bytes = Vec::with_capacity(self.config.netmtu.min(MCAST_PREFIX_LEN + queued));
+        let packet_max = self.packet_bytes_max();
+        let mut bytes = Vec::with_capacity(packet_max.min(MCAST_PREFIX_LEN + queued));
         let mut writer = McastWriter::new(&mut bytes, self.config.node_id, &header);
-        let mut space = self.config.netmtu - MCAST_PREFIX_LEN;
+        let mut space = packet_max - MCAST_PREFIX_LEN;
         let mut completed = 0;
         let mut originated = Vec::new();
         // Each written chunk without its data, and where its data sits in `bytes`.
@@ -360,13 +361,19 @@ impl Node {
         self.receive_packet(seq, packet);
     }
 
+    /// Most bytes of a regular packet: `netmtu` less the room its re-broadcast by a recovery
+    /// needs ([`wire::ENCAPSULATION_LEN`]).
+    fn packet_bytes_max(&self) -> usize {
+        self.config.netmtu - wire::ENCAPSULATION_LEN
+    }
+
     /// Re-broadcasts the next old-ring message, encapsulated, as new-ring message `seq`.
     fn broadcast_recovery_packet(&mut self, seq: u64) {
         let Some(inner) = self.recovery.as_mut().and_then(|r| r.queue.pop_front()) else {
             return;
         };
         let header = self.next_header(seq);
-        let mut bytes = Vec::with_capacity(wire::MCAST_PREFIX_LEN + 4 + inner.len());
+        let mut bytes = Vec::with_capacity(wire::ENCAPSULATION_LEN + inner.len());
         wire::encode_encapsulated(&mut bytes, self.config.node_id, &header, &inner);
         let bytes = Bytes::from(bytes);
         let inner_at = bytes.len() - inner.len();

@@ -29,6 +29,11 @@ pub const HEADER_LEN: usize = 8;
 pub const RING_LEN: usize = 12;
 /// Length of an mcast datagram before its chunks (header, fields, chunk count).
 pub const MCAST_PREFIX_LEN: usize = HEADER_LEN + RING_LEN + 8 + 4 + 8 + 1 + 2;
+/// Bytes a recovery adds around an old-ring packet it re-broadcasts (the new ring's mcast
+/// header, without a chunk count, and the inner length `u32`). Regular packets leave this much
+/// of `netmtu` unused so that their re-broadcast still fits in one datagram, as Corosync's
+/// totemsrp does: recovery never relies on IP fragmentation.
+pub const ENCAPSULATION_LEN: usize = MCAST_PREFIX_LEN - 2 + 4;
 /// Length of a chunk header.
 pub const CHUNK_HEADER_LEN: usize = 8 + 1 + 4 + 4 + 4;
 /// Most retransmit requests one token may carry on the wire.
@@ -853,6 +858,7 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_encapsulated(&mut out, NodeId(3), &new, &inner);
+        assert_eq!(out.len(), ENCAPSULATION_LEN + inner.len());
         let Message::Mcast(mcast) = round_trip(&out).message else {
             panic!("not an mcast")
         };

@@ -54,7 +54,8 @@ pub const SHOWN_PER_PROPERTY: usize = 50;
 /// One broken property.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// The property's id in PROTOCOL.md §2: `"S1"`..`"S16"`, `"L1"`, `"L2"`.
+    /// The property's id in PROTOCOL.md §2: `"S1"`..`"S16"`, `"L1"`, `"L2"`; or `"API"` (a
+    /// valid call refused), `"MTU"` (a regular message above netmtu).
     pub property: &'static str,
     /// What broke, naming processes, messages, positions and log indices.
     pub message: String,
