@@ -20,6 +20,7 @@
     reason = "a command-line front talks to the terminal"
 )]
 
+pub mod copy_rate;
 pub mod limits;
 pub mod netns;
 pub mod plots;

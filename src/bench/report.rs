@@ -4,8 +4,8 @@
 //!
 //! A line is `RESULT bench=NAME rep=N role=ROLE key=value …`. Throughput lines have
 //! `role=sender|receiver`, `size`, `msgs_s` and `MBps`; latency lines `role=ping_rtt|
-//! ping_self_delivery|udp_rtt` with `median_us` and `p99_us`; ours add `role=memory` and
-//! `role=failover` lines. Lines starting with `#` are notes (date, kernel, machine).
+//! ping_self_delivery|udp_rtt` with `median_us` and `p99_us`; ours add `role=memory`,
+//! `role=failover` and `role=copy_rate` lines. Lines starting with `#` are notes (date, kernel, machine).
 
 #![allow(
     clippy::cast_precision_loss,

@@ -906,6 +906,13 @@ pub fn run(
         exe: exe.clone(),
         progress,
     };
+    // The machine's copy rate bounds the large fan-out: measured here, next to it.
+    if let Some(step) = steps
+        .iter()
+        .find(|s| s.topology == Topology::One && s.kind == Kind::Fanout && s.size >= 64 << 10)
+    {
+        lines.push(super::copy_rate::measure(step.size));
+    }
     let mut failures = Vec::new();
     // A failed step leaves a `role=failed` line (its reason in one word-joined token), so
     // that reports say what is missing and why.
