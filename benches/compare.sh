@@ -27,7 +27,8 @@
 #      ROUNDS, DURATION, SIZES, LAT_ITERS, LAT_ITERS_CLUSTER3, TOKEN, FAILOVER_REPS override
 #      the mode's values; PYTHON=interpreter with the extension built (make build-release)
 #      or PYTHON_WORKER='cmd args' adds the Python client's scenarios.
-#      KEEP_WORK=1 keeps the raw results and logs.
+#      KEEP_WORK=1 keeps the logs too; the raw results are always copied to RAW (default
+#      benches/raw, git-ignored), so that `totemcast bench report` can redraw RESULTS.md.
 # Needs root (corosync, network namespaces); run.sh installs corosync with apt when missing.
 set -euo pipefail
 
@@ -153,7 +154,8 @@ say "memory (totemcast)"
 	cat "$WORK/slot.txt" >>"$OURS" || say "memory scenarios failed"
 
 echo "# load_end: $(cat /proc/loadavg)" >>"$NOTES"
-if [ -n "${KEEP_WORK:-}" ]; then say "raw results: $CS $OURS"; fi
+RAW=${RAW:-$ROOT/benches/raw}
+mkdir -p "$RAW" && cp "$CS" "$OURS" "$NOTES" "$RAW/" && say "raw results: $RAW"
 PLOT_ARGS=()
 if [ -n "$PLOTS" ]; then
 	PLOT_ARGS=(--plot "$PLOTS")

@@ -1,6 +1,6 @@
 //! How fast this machine copies large messages, measured in the run itself: the least the
-//! node's copies of a 64 KiB message cost, for the fan-out bound in RESULTS.md (what one copy
-//! per receiver costs, and what one copy shared by all receivers would).
+//! node's copies of a 64 KiB message cost, so that the fan-out bound in RESULTS.md can tell
+//! the copies from the rest of the node's work per message.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
