@@ -2,6 +2,7 @@
 //! its event ring): a request it makes then is still answered, and a client the node drops for
 //! being slow learns it. Real node processes.
 
+mod clients;
 mod node_harness;
 
 use std::os::fd::AsFd;
@@ -54,17 +55,7 @@ fn wait_handed_over(cluster: &NodeCluster, before: u64, count: u64) {
 /// never kept (a kept view holds ring space).
 #[track_caller]
 fn pump(handle: &mut Handle, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(seen) {
-        assert!(Instant::now() < deadline, "stuck at {seen:?}");
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| seen.add(&event))
-            .unwrap();
-    }
+    clients::pump(handle, seen, WITHIN, |seen, event| seen.add(&event), done);
 }
 
 #[derive(Debug, Default)]

@@ -5,13 +5,12 @@
 //! which lets the held sender go on. Real node processes, one node; the receiver is a client
 //! process (one process is one member of a group per node), the sender this test.
 
+mod clients;
 mod cpg_harness;
 mod node_harness;
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -72,17 +71,7 @@ impl Seen {
 /// Dispatches until `done` holds.
 #[track_caller]
 fn pump(handle: &mut Handle, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    while !done(seen) {
-        assert!(Instant::now() < deadline, "stuck at {seen:?}");
-        {
-            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, 100u16);
-        }
-        handle
-            .dispatch(DispatchFlags::All, |event| seen.add(&event))
-            .unwrap();
-    }
+    clients::pump(handle, seen, WITHIN, |seen, event| seen.add(&event), done);
 }
 
 /// A receiver process and this test's sender handle, both members of one group on the node.

@@ -36,10 +36,6 @@ use crate::time::Instant;
 use crate::totem;
 use congestion::Congestion;
 
-/// Bytes of events waiting for a client above which the node stops reading the multicasts of
-/// the local senders it receives from (itself included): they are slowed down by
-/// `CS_ERR_TRY_AGAIN` instead of piling up events for it.
-const BACKLOG_THROTTLE: usize = 16 << 20;
 /// A client whose events wait while it has released nothing from its event ring for this
 /// long has stopped dispatching: it is disconnected.
 const STALLED_MAX: Duration = Duration::from_secs(5);
@@ -253,7 +249,7 @@ impl Clients {
         session.backlog.clear();
         session.backlog_bytes = 0;
         session.stalled_since = None;
-        self.congestion.set_backlog(conn, 0, BACKLOG_THROTTLE);
+        self.congestion.set_backlog(conn, 0);
         self.serve_session(conn, core, now);
         self.finish_closing(conn, core, now);
         self.resume_held(core, now);
@@ -896,8 +892,7 @@ impl Clients {
             self.drop_slow(conn);
             return;
         }
-        self.congestion
-            .set_backlog(conn, session.backlog_bytes, BACKLOG_THROTTLE);
+        self.congestion.set_backlog(conn, session.backlog_bytes);
         if session.backlog.len() == 1 {
             // Ask the client to wake the node when it releases room (or write at once if
             // room appeared meanwhile).
@@ -927,8 +922,7 @@ impl Clients {
     fn flush_backlog(&mut self, conn: ConnId) {
         self.write_backlog(conn);
         if let Some(session) = self.sessions.get(&conn) {
-            self.congestion
-                .set_backlog(conn, session.backlog_bytes, BACKLOG_THROTTLE);
+            self.congestion.set_backlog(conn, session.backlog_bytes);
         }
     }
 

@@ -676,7 +676,7 @@ impl Cluster {
         let now = self.now;
         let from = index;
         while let Some((destination, bytes)) = self.nodes[index].core.poll_transmit_bytes() {
-            let mcast = bytes.get(3) == Some(&(totem::wire::Kind::Mcast as u8));
+            let mcast = totem::wire::peek_kind(&bytes) == Some(totem::wire::Kind::Mcast);
             if mcast && bytes.len() > self.options.netmtu {
                 // A real network fragments it, or drops it (a path that blocks fragments).
                 // Regular messages are the datagrams the core cuts to netmtu (control messages

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::options::NetworkOptions;
 use crate::prng::{Prng, Ratio};
 use crate::time::Instant;
+use crate::totem::wire::{Kind, peek_kind};
 
 /// A packet on its way.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,13 +65,13 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, packet: &InFlight) -> bool {
-        let kind = packet.bytes.get(3).copied();
+        let kind = peek_kind(&packet.bytes);
         self.from.is_none_or(|from| from == packet.from)
             && self.to.is_none_or(|to| to == packet.to)
             && match self.kind {
-                Match::Token => kind == Some(0),
-                Match::Mcast => kind == Some(1),
-                Match::CommitToken => kind == Some(4),
+                Match::Token => kind == Some(Kind::Token),
+                Match::Mcast => kind == Some(Kind::Mcast),
+                Match::CommitToken => kind == Some(Kind::CommitToken),
                 Match::Any => true,
             }
     }

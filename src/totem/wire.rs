@@ -41,6 +41,16 @@ pub const RTR_ENTRIES_MAX: usize = 256;
 /// Most members one join or commit token may list on the wire.
 pub const MEMBERS_MAX: usize = 1024;
 
+/// Where a datagram's kind byte sits (after the magic and the version).
+const KIND_AT: usize = 3;
+
+/// The kind a datagram says it is, read from its header without decoding the rest (for the
+/// simulator's network, which routes and checks datagrams by kind).
+#[must_use]
+pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
+    bytes.get(KIND_AT).copied().and_then(Kind::from_byte)
+}
+
 /// Kinds of datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -57,6 +67,20 @@ pub enum Kind {
     CommitToken = 4,
     /// "Please forward the held token now".
     TokenHoldCancel = 5,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            0 => Kind::Token,
+            1 => Kind::Mcast,
+            2 => Kind::MergeDetect,
+            3 => Kind::Join,
+            4 => Kind::CommitToken,
+            5 => Kind::TokenHoldCancel,
+            _ => return None,
+        })
+    }
 }
 
 /// Why a datagram was refused.
@@ -311,15 +335,8 @@ fn read_header(reader: &mut Reader<'_>) -> Result<(Kind, NodeId), DecodeError> {
     if version != VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    let kind = match reader.u8()? {
-        0 => Kind::Token,
-        1 => Kind::Mcast,
-        2 => Kind::MergeDetect,
-        3 => Kind::Join,
-        4 => Kind::CommitToken,
-        5 => Kind::TokenHoldCancel,
-        other => return Err(DecodeError::UnknownKind(other)),
-    };
+    let byte = reader.u8()?;
+    let kind = Kind::from_byte(byte).ok_or(DecodeError::UnknownKind(byte))?;
     let sender = NodeId(reader.u32()?);
     if sender.is_none() {
         return Err(DecodeError::Invalid("sender node id 0"));

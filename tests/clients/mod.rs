@@ -105,6 +105,28 @@ pub(crate) fn collect_with<H: Events>(
     }
 }
 
+/// Dispatches `handle`'s events into `state` with `add` until `done(state)` holds (waiting on
+/// its descriptor), at most `within`. For long runs of large messages: the events are counted
+/// into `state`, not kept (a kept view holds its ring space).
+#[track_caller]
+pub(crate) fn pump<H: Events, S: Debug>(
+    handle: &mut H,
+    state: &mut S,
+    within: Duration,
+    add: impl Fn(&mut S, H::Event),
+    done: impl Fn(&S) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !done(state) {
+        assert!(Instant::now() < deadline, "stuck at {state:?}");
+        {
+            let mut fds = [PollFd::new(handle.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, 100u16);
+        }
+        handle.dispatch_all(|event| add(state, event)).unwrap();
+    }
+}
+
 /// The deliveries among `events`: sender node and message.
 pub(crate) fn deliveries<E: Delivery>(events: &[E]) -> Vec<(u32, Vec<u8>)> {
     events

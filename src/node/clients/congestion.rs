@@ -12,6 +12,11 @@ use std::collections::BTreeSet;
 
 use crate::node::cpg::ConnId;
 
+/// Bytes of events waiting for a client above which the node holds the multicasts of the local
+/// senders it receives from (itself included): they are slowed down by `CS_ERR_TRY_AGAIN`
+/// instead of piling up events for it.
+pub(super) const THROTTLE: usize = 16 << 20;
+
 /// The sessions with events waiting, those above the throttle, and the senders held for them.
 /// Sets, not flags in each session: the node looks at them on every request it reads, and they
 /// are empty while every client keeps up.
@@ -26,10 +31,10 @@ pub(super) struct Congestion {
 }
 
 impl Congestion {
-    /// Records the bytes waiting in `conn`'s backlog, against the throttle `throttle`.
-    pub(super) fn set_backlog(&mut self, conn: ConnId, bytes: usize, throttle: usize) {
+    /// Records the bytes waiting in `conn`'s backlog.
+    pub(super) fn set_backlog(&mut self, conn: ConnId, bytes: usize) {
         set(&mut self.backlogged, conn, bytes > 0);
-        set(&mut self.congested, conn, bytes > throttle);
+        set(&mut self.congested, conn, bytes > THROTTLE);
     }
 
     /// Forgets `conn` (it left).
@@ -90,21 +95,21 @@ mod tests {
     #[test]
     fn a_backlog_counts_as_congested_only_above_the_throttle() {
         let mut congestion = Congestion::default();
-        congestion.set_backlog(1, 10, 100);
+        congestion.set_backlog(1, 10);
         assert!(congestion.is_clear());
         assert_eq!(congestion.backlogged().collect::<Vec<_>>(), [1]);
-        congestion.set_backlog(1, 101, 100);
+        congestion.set_backlog(1, THROTTLE + 1);
         assert_eq!(congestion.congested().collect::<Vec<_>>(), [1]);
-        congestion.set_backlog(1, 100, 100);
+        congestion.set_backlog(1, THROTTLE);
         assert!(congestion.is_clear());
-        congestion.set_backlog(1, 0, 100);
+        congestion.set_backlog(1, 0);
         assert_eq!(congestion.backlogged().count(), 0);
     }
 
     #[test]
     fn a_session_that_leaves_is_forgotten_everywhere() {
         let mut congestion = Congestion::default();
-        congestion.set_backlog(1, 200, 100);
+        congestion.set_backlog(1, 2 * THROTTLE);
         assert!(congestion.hold(1));
         assert!(!congestion.hold(1), "held twice");
         assert!(congestion.hold(2));
