@@ -44,6 +44,11 @@ const BACKLOG_MAX: usize = 512 << 20;
 /// Most message bytes in one part of a large message (parts pipeline between the node and
 /// the client).
 const PART_MAX: usize = 1 << 20;
+
+/// From this size, a message waiting in a client's backlog shares the delivery's bytes rather
+/// than being copied. A shared body keeps the packet it came in alive: one datagram in a
+/// cluster, at most 1 MiB on a lone node (so at most 64 times the bytes counted).
+const SHARED_BODY_MIN: usize = 16 << 10;
 /// The request ring's status word while the node holds a client's message for lack of room
 /// in its send queue (`CPG_FLOW_CONTROL_ENABLED`), and otherwise.
 pub const FLOW_CONTROL_ENABLED: u32 = 1;
@@ -83,14 +88,30 @@ struct Session {
     /// A request read while batching small multicasts that did not belong to the batch: the
     /// next one to serve.
     lookahead: Option<Entry>,
-    /// Events that did not fit in the event ring: (kind, body).
-    backlog: VecDeque<(u32, Bytes)>,
+    /// Events that did not fit in the event ring.
+    backlog: VecDeque<Backlogged>,
     backlog_bytes: usize,
     /// Since when events wait and the client has released nothing.
     stalled_since: Option<Instant>,
+    /// Records went into the event ring since the last [`Clients::wake_readers`].
+    written: bool,
     /// The client hung up: what it wrote before is served (it was accepted), nothing is
     /// written to it, and it leaves once nothing it sent waits for the core.
     closing: bool,
+}
+
+/// An event waiting for room in a client's event ring: its record is `head` then `body`.
+struct Backlogged {
+    kind: u32,
+    head: Bytes,
+    /// A large message's bytes, shared with the delivery (not copied); empty for the rest.
+    body: Bytes,
+}
+
+impl Backlogged {
+    fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
 }
 
 /// A message arriving in parts ([`records::MCAST_FIRST`], [`records::MCAST_MORE`]).
@@ -143,6 +164,10 @@ pub struct Clients {
     scratch: BytesMut,
     request: Vec<u8>,
     counters: ClientCounters,
+    /// The clients whose event rings got records since the last [`Clients::wake_readers`]:
+    /// a client is woken once for all the records of a burst (one system call, not one per
+    /// message to each receiver).
+    written: Vec<ConnId>,
     /// The time of the last call from the driver.
     now: Instant,
 }
@@ -163,6 +188,7 @@ impl Clients {
             scratch: BytesMut::new(),
             request: Vec::new(),
             counters: ClientCounters::default(),
+            written: Vec::new(),
             now: Instant::ZERO,
         }
     }
@@ -223,6 +249,7 @@ impl Clients {
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
                 stalled_since: None,
+                written: false,
                 closing: false,
             },
         );
@@ -421,9 +448,9 @@ impl Clients {
                     let mut record = Vec::with_capacity(4 + reply.len());
                     record.extend_from_slice(&status.to_le_bytes());
                     record.extend_from_slice(&reply);
-                    self.write(conn, ANSWER, &[&record]);
+                    self.write(conn, ANSWER, &[&record], &Bytes::new());
                 }
-                Request::Record(record) => self.write(conn, ANSWER, &[&record]),
+                Request::Record(record) => self.write(conn, ANSWER, &[&record], &Bytes::new()),
                 Request::Message(guarantee, message) => {
                     session.ready = Some((guarantee, message));
                 }
@@ -794,6 +821,21 @@ impl Clients {
         self.resume_held(core, now);
     }
 
+    /// Wakes the clients that sleep while records wait in their event rings. The driver calls
+    /// it before it waits for anything (and may call it more often): until then, records
+    /// written to a client are published but the client may not have been told.
+    pub fn wake_readers(&mut self) {
+        for conn in self.written.drain(..) {
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            session.written = false;
+            if session.endpoint.tx.take_wake() {
+                session.endpoint.wake_peer();
+            }
+        }
+    }
+
     /// Carries the service's outputs to the core and the clients.
     fn route(&mut self, core: &mut totem::Node, now: Instant) {
         self.now = now;
@@ -832,40 +874,45 @@ impl Clients {
                 }
                 Output::Event { conn, event } => {
                     let kind = records::encode_event(&event, &mut scratch);
-                    self.write(conn, kind, &[&scratch]);
+                    self.write(conn, kind, &[&scratch], &Bytes::new());
                 }
             }
         }
         while let Some((conn, kind)) = self.evs.poll_record(&mut scratch) {
-            self.write(conn, kind, &[&scratch]);
+            self.write(conn, kind, &[&scratch], &Bytes::new());
         }
         self.scratch = scratch;
     }
 
     /// Writes a message to a client: one record, or parts when it is larger than a record.
-    fn write_deliver(&mut self, conn: ConnId, header: &[u8], payload: &[u8]) {
+    fn write_deliver(&mut self, conn: ConnId, header: &[u8], payload: &Bytes) {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
         let record_max = session.endpoint.tx.payload_max();
         if header.len() + payload.len() <= record_max {
-            self.write(conn, records::DELIVER, &[header, payload]);
+            self.write(conn, records::DELIVER, &[header], payload);
             return;
         }
         let part = PART_MAX.min(record_max - header.len() - 8);
         let total = (payload.len() as u64).to_le_bytes();
-        let (first, mut rest) = payload.split_at(part);
-        self.write(conn, records::DELIVER_FIRST, &[header, &total, first]);
-        while !rest.is_empty() {
-            let (next, after) = rest.split_at(part.min(rest.len()));
-            self.write(conn, records::DELIVER_MORE, &[next]);
-            rest = after;
+        self.write(
+            conn,
+            records::DELIVER_FIRST,
+            &[header, &total],
+            &payload.slice(..part),
+        );
+        let mut at = part;
+        while at < payload.len() {
+            let end = payload.len().min(at + part);
+            self.write(conn, records::DELIVER_MORE, &[], &payload.slice(at..end));
+            at = end;
         }
     }
 
-    /// Writes one record (the concatenation of `parts`) to a client's event ring, or to its
-    /// backlog when the ring is full.
-    fn write(&mut self, conn: ConnId, kind: u32, parts: &[&[u8]]) {
+    /// Writes one record (the concatenation of `head` and `body`) to a client's event ring,
+    /// or to its backlog when the ring is full.
+    fn write(&mut self, conn: ConnId, kind: u32, head: &[&[u8]], body: &Bytes) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -874,8 +921,11 @@ impl Clients {
         }
         self.counters.events_written += 1;
         if session.backlog.is_empty() {
-            match try_write(&mut session.endpoint, kind, parts) {
-                Written::Yes => return,
+            match try_write(&mut session.endpoint, kind, head, body) {
+                Written::Yes => {
+                    session.mark_written(conn, &mut self.written);
+                    return;
+                }
                 Written::Full => {}
                 Written::Never(why) => {
                     self.counters.disconnected_bad += 1;
@@ -884,9 +934,23 @@ impl Clients {
                 }
             }
         }
-        let body = Bytes::from(parts.concat());
-        session.backlog_bytes += body.len();
-        session.backlog.push_back((kind, body));
+        let waiting = if body.len() >= SHARED_BODY_MIN {
+            Backlogged {
+                kind,
+                head: Bytes::from(head.concat()),
+                body: body.clone(),
+            }
+        } else {
+            let mut record = head.concat();
+            record.extend_from_slice(body);
+            Backlogged {
+                kind,
+                head: Bytes::from(record),
+                body: Bytes::new(),
+            }
+        };
+        session.backlog_bytes += waiting.len();
+        session.backlog.push_back(waiting);
         session.stalled_since.get_or_insert(self.now);
         if session.stalled(self.now) || session.backlog_bytes > BACKLOG_MAX {
             self.drop_slow(conn);
@@ -931,10 +995,15 @@ impl Clients {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        while let Some((kind, body)) = session.backlog.front() {
-            match try_write(&mut session.endpoint, *kind, &[body]) {
+        while let Some(waiting) = session.backlog.front() {
+            match try_write(
+                &mut session.endpoint,
+                waiting.kind,
+                &[&waiting.head],
+                &waiting.body,
+            ) {
                 Written::Yes => {}
-                Written::Full => match session.endpoint.tx.prepare_to_wait(body.len()) {
+                Written::Full => match session.endpoint.tx.prepare_to_wait(waiting.len()) {
                     Ok(true) => return,
                     Ok(false) => continue,
                     Err(_) => {
@@ -949,8 +1018,9 @@ impl Clients {
                     return;
                 }
             }
-            session.backlog_bytes -= body.len();
+            session.backlog_bytes -= waiting.len();
             session.backlog.pop_front();
+            session.mark_written(conn, &mut self.written);
             // It reads: the clock of a stalled client starts again.
             session.stalled_since = (!session.backlog.is_empty()).then_some(self.now);
         }
@@ -958,6 +1028,14 @@ impl Clients {
 }
 
 impl Session {
+    /// Notes that records went into this client's event ring, for [`Clients::wake_readers`].
+    fn mark_written(&mut self, conn: ConnId, written: &mut Vec<ConnId>) {
+        if !self.written {
+            self.written = true;
+            written.push(conn);
+        }
+    }
+
     /// Whether events have waited for this client while it released nothing for too long.
     fn stalled(&self, now: Instant) -> bool {
         self.stalled_since
@@ -1005,21 +1083,19 @@ enum Written {
     Never(&'static str),
 }
 
-/// Writes a record (the concatenation of `parts`) if the ring has room; wakes the client
-/// when it sleeps.
-fn try_write(endpoint: &mut Endpoint, kind: u32, parts: &[&[u8]]) -> Written {
-    let len = parts.iter().map(|part| part.len()).sum();
+/// Writes a record (the concatenation of `head` and `body`) if the ring has room. The caller
+/// notes the client for [`Clients::wake_readers`].
+fn try_write(endpoint: &mut Endpoint, kind: u32, head: &[&[u8]], body: &[u8]) -> Written {
+    let len = head.iter().map(|part| part.len()).sum::<usize>() + body.len();
     match endpoint.tx.claim(len) {
         Ok(Ok(mut claim)) => {
             let out = claim.payload_mut();
             let mut at = 0;
-            for part in parts {
+            for part in head.iter().chain([&body]) {
                 out[at..at + part.len()].copy_from_slice(part);
                 at += part.len();
             }
-            if claim.commit(kind) {
-                endpoint.wake_peer();
-            }
+            claim.commit_batched(kind);
             Written::Yes
         }
         Ok(Err(ClaimError::Full)) => Written::Full,

@@ -390,6 +390,8 @@ impl Driver {
                 break;
             }
         }
+        // Once per burst of deliveries, not once per message: see `Clients::wake_readers`.
+        self.clients.wake_readers();
         self.flush_history();
     }
 
