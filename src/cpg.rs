@@ -877,7 +877,16 @@ impl Handle {
     /// queued.
     pub fn wait_writable(&mut self, len: usize, timeout: Option<Duration>) -> Result<bool> {
         if self.notify_when_writable(len)? {
-            return self.sleep(timeout);
+            let slept = self.sleep(timeout);
+            // The node wakes this side through one descriptor for room and for events alike:
+            // a wake-up for an event that came meanwhile was consumed here, and the node gives
+            // no other until the events are read. Callers that wait on `fd_get` must see them.
+            if let Some(endpoint) = &self.endpoint
+                && endpoint.rx.has_unread()
+            {
+                endpoint.rearm_wakeup();
+            }
+            return slept;
         }
         Ok(true)
     }

@@ -585,6 +585,24 @@ def test_a_send_right_after_join_is_ordered_after_the_join(socket: Path) -> None
             assert recorder.events[1] == ("deliver", name, 1, pid, b"first")
 
 
+def test_the_descriptor_stays_readable_for_events_that_came_while_a_send_waited(
+    socket: Path,
+) -> None:
+    # The send waits for room several times (the message is 4 times the request ring): those
+    # waits used to consume the wake-ups the node gave for the events that arrived meanwhile,
+    # so the descriptor stayed unreadable with events waiting, and the node, waiting for room
+    # in the event ring, dropped the handle 5 s later.
+    recorder = Recorder()
+    with recorder.handle(socket) as handle:
+        name = f"rearm-{uuid.uuid4().hex[:8]}"
+        handle.join(name)
+        handle.mcast_joined(AGREED, b"first")
+        big = os.urandom(8 << 20)
+        handle.mcast_joined(AGREED, big)
+        dispatch_until([(handle, recorder)], events_reach(recorder, 3))
+        assert recorder.deliveries() == [b"first", big]
+
+
 def events_reach(recorder: Recorder, count: int) -> Callable[[], bool]:
     return lambda: len(recorder.events) >= count
 

@@ -187,6 +187,12 @@ impl Endpoint {
         })
     }
 
+    /// Makes this side's wake-up descriptor readable again: for a wait that consumed a wake-up
+    /// meant for something else (one descriptor carries both kinds).
+    pub fn rearm_wakeup(&self) {
+        let _ = nix::unistd::write(&self.wakeup, &1u64.to_ne_bytes());
+    }
+
     /// Consumes pending wake-ups (non-blocking).
     pub fn clear_wakeup(&self) {
         let mut counter = [0u8; 8];

@@ -829,6 +829,12 @@ impl Consumer {
             .head_futex(nix::libc::FUTEX_WAKE, i32::MAX as u32, None);
     }
 
+    /// Whether the producer published records this consumer has not read yet.
+    #[must_use]
+    pub fn has_unread(&self) -> bool {
+        self.ring.tail().load(Ordering::Acquire) != self.read
+    }
+
     /// Marks the consumer as about to sleep; returns false (and clears the mark) if a record
     /// arrived meanwhile. The producer wakes a sleeping consumer on its next commit.
     pub fn prepare_to_sleep(&mut self) -> bool {
