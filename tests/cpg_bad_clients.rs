@@ -83,7 +83,7 @@ fn a_client_that_never_dispatches_is_disconnected_alone() {
         GROUP,
     );
     fleet.command(slow, &Command::Stall);
-    // The flooder sends 256 KiB messages until the slow client is gone: its event ring (8 MiB)
+    // The flooder sends 256 KiB messages until the slow client is gone: its event ring (2 MiB)
     // fills, its backlog grows, and it reads nothing for 5 s (or 512 MiB wait).
     fleet.command(
         flooder,

@@ -129,8 +129,8 @@ fn joined_pair(cluster: &NodeCluster) -> (Handle, Seen, Handle, Seen) {
 fn a_request_behind_a_backlog_larger_than_the_ring_is_answered() {
     let cluster = cluster("cpg-backlog-request");
     let (mut receiver, mut at_receiver, mut sender, mut sent) = joined_pair(&cluster);
-    // 26 MiB for a receiver that reads nothing meanwhile: 8 MiB fill its ring, 18 MiB wait in
-    // the node's backlog, above the 16 MiB at which the node holds its multicasts.
+    // 26 MiB for a receiver that reads nothing meanwhile: 2 MiB fill its ring, the rest waits
+    // in the node's backlog, above the 16 MiB at which the node holds its multicasts.
     let count = 416;
     let before = client_counter(&cluster, "events_written");
     send_and_deliver(&mut sender, &mut sent, 0, count);

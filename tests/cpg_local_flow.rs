@@ -25,7 +25,7 @@ const GROUP: &str = "flow";
 /// The size of the messages: as the bench's fan-out step whose receivers were dropped.
 const SIZE: usize = 64 << 10;
 /// Bytes a sender may get accepted while a receiver of its group reads nothing: its rings
-/// (8 MiB each), the node's 16 MiB throttle and what the core has in flight, with room to
+/// (a few MiB), the node's 16 MiB throttle and what the core has in flight, with room to
 /// spare — far below the 512 MiB at which the node drops a receiver.
 const SENT_WHILE_HELD_MAX: usize = 96 << 20;
 

@@ -252,7 +252,7 @@ fn zero_copy_sends_large_messages_and_the_other_calls() {
             Err(error) if error.code() == CsError::TryAgain => break,
             Err(error) => panic!("{error}"),
         }
-        assert!(accepted < 1000, "an 8 MiB ring took 64 MiB");
+        assert!(accepted < 1000, "a 2 MiB ring took 64 MiB");
     }
     assert_eq!(
         c.flow_control_state_get().unwrap(),

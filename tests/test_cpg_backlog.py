@@ -193,7 +193,7 @@ def test_messages_dropped_after_dispatch_let_the_node_write_what_waits(
         at_receiver.kept.clear()
         dropped = clients_counter(pair, "disconnected_slow")
         before = clients_counter(pair, "events_written")
-        count = 200  # 12.5 MiB: more than the receiver's 8 MiB ring holds
+        count = 200  # 12.5 MiB: more than the receiver's 2 MiB ring holds
         send_and_deliver(sender, at_sender, 0, count)
         deadline = time.monotonic() + WITHIN
         while clients_counter(pair, "events_written") < before + count:

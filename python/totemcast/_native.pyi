@@ -277,7 +277,7 @@ class Message:
     so views of it stay valid as long as they live. A message compares equal to any buffer with
     the same bytes (`msg == b"hello"`) and hashes like `bytes`.
 
-    A delivered message is a view of the node's event ring and holds its ring space until it
+    A delivered message is a view of the node's event ring (2 MiB) and holds its space until it
     and every view of it are gone; that frees the space at once, whenever it happens (also
     after `dispatch` returned, while the loop waits on `fd_get()`), and lets the node write
     what waits. Held messages that fill the ring hold this handle's later events back, and a

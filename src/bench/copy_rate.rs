@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::report::Line;
 
-/// Bytes between which blocks are copied: an IPC ring's default capacity, so that the copies
-/// see the caches the node's do.
+/// Bytes between which blocks are copied: about what the node's copies cycle through in the
+/// fan-out (a request ring and 4 event rings), so that they see the caches the node's do.
 const SPAN: usize = 8 << 20;
 /// How long to copy.
 const DURATION: Duration = Duration::from_millis(500);

@@ -591,7 +591,16 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
     }
     let memory = report::memory_table(ours);
     if !memory.is_empty() {
-        out.push_str("## Resident memory (totemcast)\n\nKiB from `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssShmem`, `VmHWM`). The IPC rings are shared memory, counted in the RSS of both the node and its client once touched (24 MiB of address space per client: 8 MiB request ring, 8 MiB event ring, 8 MiB zero-copy arena).\n\n");
+        let layout = crate::ipc::connection::Layout::default();
+        let mib = |bytes: usize| bytes >> 20;
+        let _ = write!(
+            out,
+            "## Resident memory (totemcast)\n\nKiB from `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssShmem`, `VmHWM`). The IPC rings are shared memory, counted in the RSS of both the node and its client once touched ({} MiB of address space per client: {} MiB request ring, {} MiB event ring, {} MiB zero-copy arena).\n\n",
+            mib(layout.region_len()),
+            mib(layout.request_capacity),
+            mib(layout.event_capacity),
+            mib(layout.zcb_capacity),
+        );
         out.push_str(&memory);
     }
     out

@@ -1074,7 +1074,7 @@ pub struct MemoryCase {
 /// one client sending messages of growing size, and 100 clients receiving.
 #[must_use]
 pub fn memory_cases(quick: bool) -> Vec<MemoryCase> {
-    // Enough bytes to go around the 8 MiB rings several times.
+    // Enough bytes to go around the rings several times.
     let volume: u64 = if quick { 32 << 20 } else { 128 << 20 };
     let msgs = |size: usize| (volume / size as u64).clamp(64, 500_000);
     let case = |name: &str, clients, groups, size, msgs| MemoryCase {

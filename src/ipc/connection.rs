@@ -61,10 +61,15 @@ impl Layout {
 }
 
 impl Default for Layout {
+    /// Rings small enough that the node's copies into them stay in the caches: a ring is
+    /// written cyclically, so all of it is in use, however little it holds. With 3 receivers
+    /// of 64 KiB messages on the 2-core project machine, 2 MiB rings delivered 1.3× what 8 MiB
+    /// rings did (and no less at 64 B); what does not fit waits in the node's backlog. The
+    /// event ring is as large as the request ring: an EVS message is one record of each.
     fn default() -> Layout {
         Layout {
-            request_capacity: 8 << 20,
-            event_capacity: 8 << 20,
+            request_capacity: 2 << 20,
+            event_capacity: 2 << 20,
             zcb_capacity: 8 << 20,
         }
     }
