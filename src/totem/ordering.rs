@@ -43,8 +43,8 @@ struct StoredChunk {
 pub(crate) struct StoredPacket {
     origin: NodeId,
     origin_prev_seq: u64,
-    /// The datagram as received, for retransmission.
-    pub(crate) datagram: Bytes,
+    /// The datagram as received, for retransmission (`None`: see [`StoredPacket::from_parts`]).
+    datagram: Option<Bytes>,
     chunks: Vec<StoredChunk>,
     /// Recovery: the old-ring regular message this one carries (it has no chunks itself).
     pub(crate) encapsulated: Option<Bytes>,
@@ -57,20 +57,41 @@ impl StoredPacket {
         header: &McastHeader,
         chunks: impl Iterator<Item = Chunk<'a>>,
     ) -> StoredPacket {
+        let chunks = chunks.map(|chunk| {
+            let data = if chunk.data.is_empty() {
+                Bytes::new()
+            } else {
+                datagram.slice_ref(chunk.data)
+            };
+            (chunk, data)
+        });
+        StoredPacket::from_parts(Some(datagram.clone()), header, chunks)
+    }
+
+    /// A stored packet of chunks (their data in `Bytes` of their own, whatever the chunks'
+    /// `data` says); without a datagram for
+    /// a packet of this node's own that no other node needs (the cluster is this node alone):
+    /// one is written from the chunks if it is ever asked for ([`StoredPacket::datagram`]).
+    pub(crate) fn from_parts<'a>(
+        datagram: Option<Bytes>,
+        header: &McastHeader,
+        chunks: impl Iterator<Item = (Chunk<'a>, Bytes)>,
+    ) -> StoredPacket {
         let mut completion_index = 0;
         let chunks = chunks
-            .map(|chunk| {
-                let last = chunk.is_last();
+            .map(|(chunk, data)| {
+                // The chunk's own `data` may be left empty: its bytes are `data`.
+                let last = Chunk {
+                    data: &data,
+                    ..chunk
+                }
+                .is_last();
                 let stored = StoredChunk {
                     number: chunk.number,
                     guarantee: chunk.guarantee,
                     total_len: chunk.total_len,
                     offset: chunk.offset,
-                    data: if chunk.data.is_empty() {
-                        Bytes::new()
-                    } else {
-                        datagram.slice_ref(chunk.data)
-                    },
+                    data,
                     completion_index,
                     last,
                 };
@@ -81,10 +102,36 @@ impl StoredPacket {
         StoredPacket {
             origin: header.origin,
             origin_prev_seq: header.origin_prev_seq,
-            datagram: datagram.clone(),
+            datagram,
             chunks,
             encapsulated: None,
         }
+    }
+
+    /// The datagram of this packet, `seq` of `ring`: as received, or written now from the
+    /// chunks for a packet that was never sent.
+    pub(crate) fn datagram(&self, ring: RingId, seq: u64) -> Bytes {
+        if let Some(datagram) = &self.datagram {
+            return datagram.clone();
+        }
+        let header = McastHeader {
+            ring,
+            seq,
+            origin: self.origin,
+            origin_prev_seq: self.origin_prev_seq,
+        };
+        let mut bytes = Vec::new();
+        let mut writer = super::wire::McastWriter::new(&mut bytes, self.origin, &header);
+        for chunk in &self.chunks {
+            writer.push(&Chunk {
+                number: chunk.number,
+                guarantee: chunk.guarantee,
+                total_len: chunk.total_len,
+                offset: chunk.offset,
+                data: &chunk.data,
+            });
+        }
+        Bytes::from(bytes)
     }
 
     /// The datagram to re-broadcast during the next recovery: the message itself, or, for a
@@ -93,7 +140,7 @@ impl StoredPacket {
     /// see no hole and the origin's chain stays whole. (Encapsulation does not nest.)
     pub(crate) fn for_recovery(&self, ring: RingId, seq: u64) -> Bytes {
         if self.encapsulated.is_none() {
-            return self.datagram.clone();
+            return self.datagram(ring, seq);
         }
         let header = McastHeader {
             ring,
@@ -115,7 +162,7 @@ impl StoredPacket {
         StoredPacket {
             origin: header.origin,
             origin_prev_seq: header.origin_prev_seq,
-            datagram: datagram.clone(),
+            datagram: Some(datagram.clone()),
             chunks: Vec::new(),
             encapsulated: Some(datagram.slice_ref(inner)),
         }
@@ -626,4 +673,66 @@ impl Ordering {
 /// planted bug).
 fn on_receipt(agreed_on_receipt: bool, guarantee: Guarantee) -> bool {
     guarantee == Guarantee::Unordered || (agreed_on_receipt && guarantee == Guarantee::Agreed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::totem::wire::McastWriter;
+
+    #[test]
+    fn a_packet_never_sent_writes_the_datagram_it_would_have_sent() {
+        let header = McastHeader {
+            ring: RingId { rep: 1, seq: 8 },
+            seq: 42,
+            origin: NodeId(1),
+            origin_prev_seq: 40,
+        };
+        let message = Bytes::from_static(b"hello, ring");
+        let chunks = [
+            Chunk {
+                number: 7,
+                guarantee: Guarantee::Agreed,
+                total_len: 5,
+                offset: 0,
+                data: &message[..5],
+            },
+            Chunk {
+                number: 8,
+                guarantee: Guarantee::Safe,
+                total_len: 20,
+                offset: 3,
+                data: &message[5..],
+            },
+        ];
+        let mut sent = Vec::new();
+        let mut writer = McastWriter::new(&mut sent, NodeId(1), &header);
+        let at: Vec<usize> = chunks.iter().map(|chunk| writer.push(chunk)).collect();
+        // As the token's sender gives them: the chunks' bytes apart, their `data` empty.
+        let unsent = StoredPacket::from_parts(
+            None,
+            &header,
+            chunks.iter().map(|chunk| {
+                let data = message.slice_ref(chunk.data);
+                (
+                    Chunk {
+                        data: &[],
+                        ..*chunk
+                    },
+                    data,
+                )
+            }),
+        );
+        assert_eq!(unsent.datagram(header.ring, header.seq), sent);
+        let datagram = Bytes::from(sent.clone());
+        let received = chunks.iter().zip(at).map(|(chunk, at)| Chunk {
+            data: &datagram[at..at + chunk.data.len()],
+            ..*chunk
+        });
+        let stored = StoredPacket::new(&datagram, &header, received);
+        assert_eq!(stored.datagram(header.ring, header.seq), sent);
+        let ends: Vec<bool> = unsent.chunks.iter().map(|chunk| chunk.last).collect();
+        assert_eq!(ends, [true, false]);
+        assert_eq!(unsent.chunks[1].data, message[5..]);
+    }
 }

@@ -55,8 +55,9 @@ impl Node {
         let me = self.config.node_id;
         for entry in std::mem::take(&mut token.rtr) {
             if allowance > 0 && entry.ring == self.ring {
+                let ring = self.ring;
                 if let Some(packet) = self.active_ordering().get(entry.seq) {
-                    let mut bytes = packet.datagram.to_vec();
+                    let mut bytes = packet.datagram(ring, entry.seq).to_vec();
                     bytes[4..8].copy_from_slice(&me.0.to_le_bytes());
                     self.multicast(Bytes::from(bytes));
                     self.counters.retransmits_sent += 1;
@@ -300,19 +301,28 @@ impl Node {
     /// Packs the front of the send queue into one packet with `seq` and multicasts it.
     fn broadcast_packet(&mut self, seq: u64) {
         let header = self.next_header(seq);
+        // A cluster of this node alone: no other node will ever want the packet, so its
+        // chunks share the messages' bytes and no datagram is written (a copy of every
+        // message less on the way to local receivers).
+        let alone = self.config.nodes == [self.config.node_id];
         // Sized to what the queue holds (at most a datagram): packets stay in the sort queue
         // until stable, and netmtu can be large (a cluster of one node).
         let queued = self.send_queue_bytes + self.send_queue.len() * CHUNK_HEADER_LEN;
         let packet_max = self.packet_bytes_max();
-        let mut bytes = Vec::with_capacity(packet_max.min(MCAST_PREFIX_LEN + queued));
+        let mut bytes = if alone {
+            Vec::new()
+        } else {
+            Vec::with_capacity(packet_max.min(MCAST_PREFIX_LEN + queued))
+        };
         let mut writer = McastWriter::new(&mut bytes, self.config.node_id, &header);
         let mut space = packet_max - MCAST_PREFIX_LEN;
         let mut completed = 0;
         let mut originated = Vec::new();
-        // Each written chunk without its data, and where its data sits in `bytes`.
-        let mut written: Vec<(Chunk<'static>, usize, usize)> = Vec::new();
+        // Each chunk without its data, and its data: where it sits in `bytes`, or (alone) the
+        // message's own bytes.
+        let mut written: Vec<(Chunk<'static>, ChunkData)> = Vec::new();
         while let Some(front) = self.send_queue.front_mut() {
-            if writer.chunk_count() == u16::MAX {
+            if written.len() == usize::from(u16::MAX) {
                 break; // the wire counts a packet's chunks in 16 bits
             }
             let remaining = front.payload.len() - front.sent;
@@ -320,15 +330,20 @@ impl Node {
                 break;
             }
             let take = remaining.min(space - CHUNK_HEADER_LEN);
+            let range = front.sent..front.sent + take;
             let chunk = Chunk {
                 number: front.number,
                 guarantee: front.guarantee,
                 total_len: front.payload.len() as u32,
                 offset: front.sent as u32,
-                data: &front.payload[front.sent..front.sent + take],
+                data: &front.payload[range.clone()],
             };
-            let data_at = writer.push(&chunk);
-            written.push((Chunk { data: &[], ..chunk }, data_at, take));
+            let data = if alone {
+                ChunkData::Shared(front.payload.slice(range))
+            } else {
+                ChunkData::At(writer.push(&chunk), take)
+            };
+            written.push((Chunk { data: &[], ..chunk }, data));
             front.sent += take;
             space -= CHUNK_HEADER_LEN + take;
             if front.sent < front.payload.len() {
@@ -350,14 +365,21 @@ impl Node {
             });
         }
         self.counters.mcasts_sent += 1;
-        let bytes = Bytes::from(bytes);
+        let datagram = (!alone).then(|| Bytes::from(bytes));
         // Stored from what was written, without decoding our own datagram again.
-        let chunks = written.into_iter().map(|(chunk, at, len)| Chunk {
-            data: &bytes[at..at + len],
-            ..chunk
+        let chunks = written.into_iter().map(|(chunk, data)| match data {
+            ChunkData::At(at, len) => {
+                let datagram = datagram
+                    .as_ref()
+                    .expect("chunks are written into a datagram");
+                (chunk, datagram.slice(at..at + len))
+            }
+            ChunkData::Shared(data) => (chunk, data),
         });
-        let packet = StoredPacket::new(&bytes, &header, chunks);
-        self.multicast(bytes.clone());
+        let packet = StoredPacket::from_parts(datagram.clone(), &header, chunks);
+        if let Some(datagram) = datagram {
+            self.multicast(datagram);
+        }
         self.receive_packet(seq, packet);
     }
 
@@ -410,4 +432,12 @@ impl Node {
         self.last_token_sent = None;
         self.set_recovering_flag = false;
     }
+}
+
+/// Where a chunk of a packet being built finds its data.
+enum ChunkData {
+    /// In the packet's datagram: (offset, length).
+    At(usize, usize),
+    /// In the message's own bytes (a packet that is never sent).
+    Shared(Bytes),
 }
