@@ -149,17 +149,8 @@ fn cluster3(ours: &Results, corosync: &Results) -> Option<String> {
 
 /// One node round trip: two process wake-ups each way.
 fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
-    let median = |results: &Results| {
-        Stat::of(
-            results
-                .latency()
-                .remove(&("latency".to_string(), "ping_rtt".to_string()))?
-                .iter()
-                .map(|sample| sample.values[0]),
-        )
-        .map(|stat| stat.median)
-    };
-    let (mine, theirs) = (median(ours)?, median(corosync)?);
+    let mine = round_trip_of(ours, "latency")?;
+    let theirs = round_trip_of(corosync, "latency")?;
     if mine <= theirs / GOAL_FACTOR {
         return None;
     }
@@ -177,6 +168,49 @@ fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
     ))
 }
 
+/// The median round trip (µs) of the ping in `bench`.
+fn round_trip_of(results: &Results, bench: &str) -> Option<f64> {
+    Stat::of(
+        results
+            .latency()
+            .remove(&(bench.to_string(), "ping_rtt".to_string()))?
+            .iter()
+            .map(|sample| sample.values[0]),
+    )
+    .map(|stat| stat.median)
+}
+
+/// Three nodes, SAFE round trip against our AGREED one: what a token rotation adds.
+fn safe_round_trip(ours: &Results) -> Option<String> {
+    const GOAL: f64 = 2.0;
+    let agreed = round_trip_of(ours, "cluster3-latency")?;
+    let safe = round_trip_of(ours, "cluster3-latency-safe")?;
+    if safe <= GOAL * agreed {
+        return None;
+    }
+    let stats = |key| {
+        Stat::of(
+            ours.with_role("node_stats")
+                .filter(|line| line.bench() == "cluster3-latency-safe")
+                .filter_map(|line| line.number(key)),
+        )
+        .map(|stat| stat.median)
+    };
+    let rotation = stats("rotation_us")?;
+    let floor = agreed + 2.0 * rotation;
+    Some(format!(
+        "- **3 nodes, SAFE round trip** ({safe:.0} µs, {:.2}× our AGREED {agreed:.0}): a member \
+         delivers a SAFE message once it has forwarded two tokens whose aru reaches it, so that \
+         it knows every member has it: at least one token rotation after it could deliver it \
+         AGREED, each way. Rotations took {rotation:.0} µs in this step (node 1's tokens over \
+         its duration), so a SAFE round trip takes at least {floor:.0} µs, {:.2}× the AGREED \
+         one; 2× would need rotations of {:.0} µs at most, with the same AGREED round trip.\n",
+        safe / agreed,
+        floor / agreed,
+        (GOAL - 1.0) * agreed / 2.0,
+    ))
+}
+
 /// The measured bounds of the goals that were missed; empty when there are none.
 #[must_use]
 pub fn limits(ours: &Results, corosync: &Results) -> String {
@@ -184,6 +218,7 @@ pub fn limits(ours: &Results, corosync: &Results) -> String {
         fanout(ours, corosync),
         round_trip(ours, corosync),
         cluster3(ours, corosync),
+        safe_round_trip(ours),
     ]
     .into_iter()
     .flatten()
@@ -227,7 +262,10 @@ mod tests {
              RESULT bench=cluster3-send rep=1 role=node_stats size=65536 msgs_per_token=0.36 \
              packets_per_msg=47.4 max_messages=17 flow_control_limited=900 tokens=1000 \
              cpu_us_per_msg=400\n\
-             RESULT bench=latency rep=1 role=ping_rtt median_us=30 p99_us=60\n",
+             RESULT bench=latency rep=1 role=ping_rtt median_us=30 p99_us=60\n\
+             RESULT bench=cluster3-latency rep=1 role=ping_rtt median_us=200 p99_us=300\n\
+             RESULT bench=cluster3-latency-safe rep=1 role=ping_rtt median_us=450 p99_us=600\n\
+             RESULT bench=cluster3-latency-safe rep=1 role=node_stats size=64 rotation_us=110\n",
         );
         let text = limits(&ours, &corosync);
         // 1e6 / 25 µs = 40000 msg/s = 2621 MB/s = 5.00× 524.3.
@@ -244,13 +282,22 @@ mod tests {
         assert!(text.contains("took 120 µs"), "{text}");
         assert!(text.contains("did on 90 %"), "{text}");
         assert!(text.contains("carry at most 328 MB/s"), "{text}");
+        // 200 + 2 × 110 = 420 µs, 2.10× 200; 2× needs rotations of (2 - 1) × 200 / 2 µs.
+        assert!(text.contains("(450 µs, 2.25× our AGREED 200)"), "{text}");
+        assert!(text.contains("at least 420 µs, 2.10× the AGREED"), "{text}");
+        assert!(text.contains("rotations of 100 µs at most"), "{text}");
         // 30 µs against 170 / 5 = 34: met, so no bound is given.
-        assert!(!text.contains("round trip**"), "{text}");
+        assert!(!text.contains("1 node, round trip**"), "{text}");
 
         let met = results(
             "RESULT bench=fanout rep=1 role=receiver size=65536 msgs_s=80000 MBps=5242.9\n",
         );
         assert!(fanout(&met, &corosync).is_none());
+        let safe_met = results(
+            "RESULT bench=cluster3-latency rep=1 role=ping_rtt median_us=200 p99_us=300\n\
+             RESULT bench=cluster3-latency-safe rep=1 role=ping_rtt median_us=390 p99_us=600\n",
+        );
+        assert!(safe_round_trip(&safe_met).is_none());
         assert_eq!(limits(&Results::default(), &corosync), "");
     }
 }

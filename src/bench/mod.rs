@@ -586,7 +586,7 @@ pub fn markdown(ours: &Results, corosync: &Results, mode: Option<&str>) -> Strin
     }
     let stats = report::node_stats_table(ours);
     if !stats.is_empty() {
-        out.push_str("## Where our nodes' time went\n\nPer send scenario, from `/proc/PID/task/*/schedstat` of the node processes (CPU time, and time spent runnable but waiting for a core) and node 1's counters (`totemcast status`): CPU per message sent, messages ordered per token rotation, totem packets per message (below 1: messages packed together; above 1: fragments), retransmissions and token visits on which flow control held messages back.\n\n");
+        out.push_str("## Where our nodes' time went\n\nPer send and round-trip scenario, from `/proc/PID/task/*/schedstat` of the node processes (CPU time, and time spent runnable but waiting for a core) and node 1's counters (`totemcast status`): CPU per message sent (a round trip is two), messages ordered per token rotation, the mean time of a rotation (the step's duration over the tokens node 1 accepted), totem packets per message (below 1: messages packed together; above 1: fragments), retransmissions and token visits on which flow control held messages back.\n\n");
         out.push_str(&stats);
     }
     let memory = report::memory_table(ours);

@@ -483,9 +483,9 @@ pub fn node_stats_table(results: &Results) -> String {
     }
     let mut out = String::from(
         "| where the nodes' time went (totemcast) | msg size (B) | node CPU µs per message (all \
-         nodes) | nodes' run-queue wait (ms) | messages per token rotation | packets per \
-         message | retransmits | flow-control-limited visits |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+         nodes) | nodes' run-queue wait (ms) | messages per token rotation | token rotation \
+         (µs) | packets per message | retransmits | flow-control-limited visits |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for ((_, bench, size), lines) in by_key {
         let stat = |key: &str, decimals: usize| {
@@ -494,11 +494,12 @@ pub fn node_stats_table(results: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {size} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {size} | {} | {} | {} | {} | {} | {} | {} |",
             title(&bench),
             stat("cpu_us_per_msg", 2),
             stat("nodes_runqueue_wait_ms", 0),
             stat("msgs_per_token", 1),
+            stat("rotation_us", 1),
             stat("packets_per_msg", 3),
             stat("retransmits", 0),
             stat("flow_control_limited", 0),
@@ -1214,12 +1215,12 @@ detect_ms=3500
         let results = Results::parse(
             "RESULT bench=send rep=1 role=sender size=1024 msgs=1000 msgs_s=10 MBps=1\n\
              RESULT bench=send rep=1 role=node_stats msgs=1000 cpu_us_per_msg=2.50 \
-             nodes_runqueue_wait_ms=12 msgs_per_token=40.0 packets_per_msg=0.500 retransmits=0 \
-             flow_control_limited=7\n\
+             nodes_runqueue_wait_ms=12 msgs_per_token=40.0 rotation_us=90.0 packets_per_msg=0.500 \
+             retransmits=0 flow_control_limited=7\n\
              RESULT bench=send rep=2 role=sender size=1024 msgs=1000 msgs_s=10 MBps=1\n\
              RESULT bench=send rep=2 role=node_stats msgs=1000 cpu_us_per_msg=3.50 \
-             nodes_runqueue_wait_ms=14 msgs_per_token=40.0 packets_per_msg=0.500 retransmits=2 \
-             flow_control_limited=9\n\
+             nodes_runqueue_wait_ms=14 msgs_per_token=40.0 rotation_us=110.0 packets_per_msg=0.500 \
+             retransmits=2 flow_control_limited=9\n\
              RESULT bench=send rep=1 role=sender size=64 msgs=1000 msgs_s=10 MBps=1\n\
              RESULT bench=send rep=1 role=node_stats msgs=1000 cpu_us_per_msg=0.50 \
              nodes_runqueue_wait_ms=1 msgs_per_token=90.0 packets_per_msg=0.050 retransmits=0 \
@@ -1232,7 +1233,7 @@ detect_ms=3500
         assert!(
             table.contains(
                 "| 1 node, 1 sender (a) mcast_joined | 1024 | 3.00 [2.50-3.50] | 13 [12-14] | \
-                 40.0 | 0.500 | 1 [0-2] | 8 [7-9] |"
+                 40.0 | 100.0 [90.0-110.0] | 0.500 | 1 [0-2] | 8 [7-9] |"
             ),
             "{table}"
         );

@@ -534,10 +534,17 @@ impl Env<'_> {
         let before = NodeSample::take(nodes);
         let mut lines = self.run_workers(workers, self.deadline(), Some(&nodes.socket(0)))?;
         let after = NodeSample::take(nodes);
+        // Messages sent: the sender's count, or a ping's round trips (each two messages).
+        let round_trips = if three {
+            self.options.lat_iters_cluster3
+        } else {
+            self.options.lat_iters
+        };
         let sent = lines
             .iter()
             .find(|line| line.role() == "sender")
-            .and_then(|line| line.number("msgs"));
+            .and_then(|line| line.number("msgs"))
+            .or_else(|| (step.kind == Kind::Latency).then_some(2.0 * round_trips as f64));
         if let (Some(msgs), Some(before), Some(after)) = (sent, before, after) {
             let mut stats = after.since(&before, msgs);
             stats.set("size", step.size.max(super::worker::HEADER).to_string());
@@ -560,6 +567,7 @@ impl Env<'_> {
 /// from `/proc/PID/task/*/schedstat`), and node 1's protocol and transport counters.
 #[derive(Clone, Debug)]
 struct NodeSample {
+    at: std::time::Instant,
     run_ns: u64,
     wait_ns: u64,
     counters: serde_json::Value,
@@ -584,6 +592,7 @@ impl NodeSample {
         }
         let status = crate::node::driver::status(&nodes.socket(0)).ok()?;
         Some(NodeSample {
+            at: std::time::Instant::now(),
             run_ns,
             wait_ns,
             counters: status["counters"].clone(),
@@ -602,6 +611,8 @@ impl NodeSample {
         let tokens = delta("protocol", "tokens_accepted");
         let packets = delta("protocol", "mcasts_sent");
         let msgs = msgs.max(1.0);
+        // Node 1 accepts the token once per rotation.
+        let elapsed_us = self.at.saturating_duration_since(before.at).as_secs_f64() * 1e6;
         Line::from_pairs([
             ("role", "node_stats".to_string()),
             ("msgs", format!("{msgs:.0}")),
@@ -610,6 +621,10 @@ impl NodeSample {
             ("cpu_us_per_msg", format!("{:.2}", cpu_ms * 1e3 / msgs)),
             ("tokens", format!("{tokens:.0}")),
             ("msgs_per_token", format!("{:.1}", msgs / tokens.max(1.0))),
+            (
+                "rotation_us",
+                format!("{:.1}", elapsed_us / tokens.max(1.0)),
+            ),
             ("packets", format!("{packets:.0}")),
             ("packets_per_msg", format!("{:.3}", packets / msgs)),
             (
