@@ -480,6 +480,11 @@ impl Env<'_> {
             timeout_s: self.deadline().as_secs() as u32,
             ..WorkerArgs::default()
         };
+        let round_trips = if three {
+            self.options.lat_iters_cluster3
+        } else {
+            self.options.lat_iters
+        };
         let mut workers = Vec::new();
         match step.kind {
             Kind::Send(api) => {
@@ -517,11 +522,8 @@ impl Env<'_> {
                     ..base.clone()
                 };
                 workers.push(self.worker(step.client, &nodes.prefix(peer), &args));
-                let (count, warmup) = if three {
-                    (self.options.lat_iters_cluster3, 500)
-                } else {
-                    (self.options.lat_iters, 1000)
-                };
+                let warmup = if three { 500 } else { 1000 };
+                let count = round_trips;
                 let args = WorkerArgs {
                     role: Role::Ping,
                     count: Some(count),
@@ -535,11 +537,6 @@ impl Env<'_> {
         let mut lines = self.run_workers(workers, self.deadline(), Some(&nodes.socket(0)))?;
         let after = NodeSample::take(nodes);
         // Messages sent: the sender's count, or a ping's round trips (each two messages).
-        let round_trips = if three {
-            self.options.lat_iters_cluster3
-        } else {
-            self.options.lat_iters
-        };
         let sent = lines
             .iter()
             .find(|line| line.role() == "sender")
