@@ -336,6 +336,7 @@ impl Clients {
         }
         for conn in self.congestion.held() {
             if !self.must_wait(conn) {
+                tracing::debug!(conn, "held sender served again");
                 self.congestion.release(conn);
                 self.serve_session(conn, core, now);
             }
@@ -389,6 +390,7 @@ impl Clients {
                 let refused = !self.control_backlog.is_empty()
                     || !offer(core, now, guarantee, message.clone(), conn, session);
                 if refused {
+                    tracing::debug!(conn, "multicast waits for room in the core");
                     session.ready = Some((guarantee, message));
                     session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
                     self.counters.mcasts_waiting += 1;
@@ -425,6 +427,7 @@ impl Clients {
                 session.lookahead = Some(entry);
                 session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
                 if self.congestion.hold(conn) {
+                    tracing::debug!(conn, "sender held for a receiver behind");
                     self.counters.senders_held += 1;
                 }
                 break;
@@ -741,6 +744,7 @@ impl Clients {
 
     /// The core has room again: control messages first, then waiting clients.
     pub fn writable(&mut self, core: &mut totem::Node, now: Instant) {
+        tracing::debug!("the core has room again");
         self.route(core, now);
         let waiting: Vec<ConnId> = self
             .sessions
@@ -1004,7 +1008,14 @@ impl Clients {
             ) {
                 Written::Yes => {}
                 Written::Full => match session.endpoint.tx.prepare_to_wait(waiting.len()) {
-                    Ok(true) => return,
+                    Ok(true) => {
+                        tracing::debug!(
+                            conn,
+                            backlog = session.backlog_bytes,
+                            "waiting for room in the event ring"
+                        );
+                        return;
+                    }
                     Ok(false) => continue,
                     Err(_) => {
                         self.counters.disconnected_bad += 1;

@@ -34,7 +34,14 @@ impl Congestion {
     /// Records the bytes waiting in `conn`'s backlog.
     pub(super) fn set_backlog(&mut self, conn: ConnId, bytes: usize) {
         set(&mut self.backlogged, conn, bytes > 0);
-        set(&mut self.congested, conn, bytes > THROTTLE);
+        if set(&mut self.congested, conn, bytes > THROTTLE) {
+            tracing::debug!(
+                conn,
+                congested = bytes > THROTTLE,
+                bytes,
+                "receiver congestion"
+            );
+        }
     }
 
     /// Forgets `conn` (it left).
@@ -80,11 +87,12 @@ impl Congestion {
     }
 }
 
-fn set(members: &mut BTreeSet<ConnId>, conn: ConnId, member: bool) {
+/// Adds or removes `conn`; whether that changed the set.
+fn set(members: &mut BTreeSet<ConnId>, conn: ConnId, member: bool) -> bool {
     if member {
-        members.insert(conn);
+        members.insert(conn)
     } else {
-        members.remove(&conn);
+        members.remove(&conn)
     }
 }
 
