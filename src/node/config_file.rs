@@ -27,6 +27,9 @@ pub const DEFAULT_AUTHKEY: &str = "/etc/totemcast/authkey";
 pub const DEFAULT_SOCKET: &str = "/run/totemcast/totemcast.sock";
 /// Default `system.state_dir` (holds the persisted ring seq).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/totemcast";
+
+/// Largest `system.busy_poll` in µs.
+const BUSY_POLL_MAX_US: u64 = 10_000;
 /// Port of the derived default `totem.mcastaddr` (Corosync's `mcastport` default).
 pub const DEFAULT_MCAST_PORT: u16 = 5405;
 /// Longest `totem.cluster_name`, in bytes.
@@ -83,6 +86,9 @@ allowed_gids = []
 [system]
 # Where the ring sequence number survives restarts; relative to this file when relative.
 state_dir = "/var/lib/totemcast"
+# Microseconds the node keeps polling for work (yielding the CPU in between) before it
+# sleeps: a request that comes meanwhile needs no wake-up. 0: sleep at once.
+busy_poll = 50
 
 [logging]
 debug = false
@@ -300,6 +306,8 @@ pub struct Ipc {
 pub struct System {
     /// `state_dir`, resolved against the configuration file's directory.
     pub state_dir: PathBuf,
+    /// `busy_poll` (µs): how long the node polls for work before it sleeps.
+    pub busy_poll: Duration,
 }
 
 /// `[logging]`.
@@ -368,9 +376,7 @@ fn parse_in(text: &str, origin: &Path, dir: &Path) -> Result<FileConfig, ConfigE
         totem,
         crypto: resolve_crypto(&ctx, raw.crypto)?,
         ipc: resolve_ipc(&ctx, raw.ipc)?,
-        system: System {
-            state_dir: ctx.path("system.state_dir", raw.system.state_dir, DEFAULT_STATE_DIR)?,
-        },
+        system: resolve_system(&ctx, raw.system)?,
         logging: resolve_logging(&ctx, &raw.logging)?,
         nodes,
     };
@@ -592,6 +598,7 @@ struct RawIpc {
 #[serde(deny_unknown_fields, default)]
 struct RawSystem {
     state_dir: Option<String>,
+    busy_poll: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1092,6 +1099,26 @@ fn resolve_ipc(ctx: &Ctx<'_>, raw: RawIpc) -> Result<Ipc, ConfigError> {
     })
 }
 
+fn resolve_system(ctx: &Ctx<'_>, raw: RawSystem) -> Result<System, ConfigError> {
+    let busy_poll = match raw.busy_poll {
+        None => crate::node::busy_poll::DEFAULT,
+        Some(micros) if micros > BUSY_POLL_MAX_US => {
+            return Err(ctx.error(
+                "system.busy_poll",
+                format!(
+                    "{micros} µs is above the maximum of {BUSY_POLL_MAX_US} µs (polling that \
+                     long keeps a CPU busy; 0 turns polling off)"
+                ),
+            ));
+        }
+        Some(micros) => Duration::from_micros(micros),
+    };
+    Ok(System {
+        state_dir: ctx.path("system.state_dir", raw.state_dir, DEFAULT_STATE_DIR)?,
+        busy_poll,
+    })
+}
+
 fn resolve_logging(ctx: &Ctx<'_>, raw: &RawLogging) -> Result<Logging, ConfigError> {
     let format = match raw.format.as_deref() {
         None | Some("text") => LogFormat::Text,
@@ -1334,6 +1361,7 @@ mod tests {
         assert_eq!(config.crypto.authkey, Path::new(DEFAULT_AUTHKEY));
         assert_eq!(config.ipc.socket, Path::new(DEFAULT_SOCKET));
         assert_eq!(config.system.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(config.system.busy_poll, Duration::from_micros(50));
         assert_eq!(config.logging.format, LogFormat::Text);
         assert!(!config.logging.debug);
 
@@ -1535,6 +1563,11 @@ mod tests {
             ),
             ("[system]\nstate_dir = \"\"", &["system.state_dir:"]),
             (
+                "[system]\nbusy_poll = 10001",
+                &["system.busy_poll:", "10001 µs", "maximum of 10000"],
+            ),
+            ("[system]\nbusy_poll = -1", &["system.busy_poll:"]),
+            (
                 "[logging]\nformat = \"xml\"",
                 &["logging.format:", "\"xml\""],
             ),
@@ -1671,6 +1704,15 @@ mod tests {
         let text = format!("[totem]\ntoken = 3000\n{THREE_NODES}");
         assert_one_line_error(&text, &["totem.cluster_name: missing"]);
         assert_one_line_error(THREE_NODES, &["totem.cluster_name: missing"]);
+    }
+
+    #[test]
+    fn busy_poll_is_written_in_microseconds_and_zero_turns_it_off() {
+        for (written, micros) in [("0", 0), ("200", 200), ("10000", 10_000)] {
+            let text = format!("{}[system]\nbusy_poll = {written}\n", file("", THREE_NODES));
+            let config = parse_text(&text).unwrap();
+            assert_eq!(config.system.busy_poll, Duration::from_micros(micros));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 
+use super::busy_poll::BusyPoll;
 use super::clients::Clients;
 use super::clock;
 use super::config_file::{CipherName, FileConfig, Transport as TransportKind};
@@ -259,6 +260,7 @@ impl Driver {
         };
         let mut events = Events::with_capacity(64);
         let mut stop = None;
+        let mut busy = BusyPoll::new(self.config.system.busy_poll);
         while stop.is_none() {
             let now = clock::now();
             let deadline = [
@@ -270,10 +272,13 @@ impl Driver {
             .flatten()
             .min();
             let timeout = deadline.map(|deadline| deadline.saturating_duration_since(now));
-            match poll.poll(&mut events, timeout) {
+            match poll.poll(&mut events, busy.wait(now, timeout)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
+            }
+            if !events.is_empty() {
+                busy.worked(clock::now());
             }
             for event in &events {
                 match event.token() {

@@ -2,6 +2,7 @@
 //!
 //! Everything here is I/O and bookkeeping; protocol decisions stay in [`crate::totem`].
 
+pub mod busy_poll;
 pub mod clients;
 pub mod clock;
 pub mod config_file;
