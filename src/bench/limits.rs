@@ -157,13 +157,14 @@ fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
     let udp = latency(&[ours, corosync], "udp_rtt")?;
     Some(format!(
         "- **1 node, round trip** ({mine:.1} µs, {:.2}× Corosync's {theirs:.1}): a round trip \
-         is two hops through the node. The node needs no wake-up (it polls for 50 µs after its \
+         is two hops through the node. The node needs no wake-up (it polls for {} µs after its \
          work, `system.busy_poll`), but each hop wakes the receiving client: two process \
          wake-ups on {:.0} cores, as many as one UDP round trip on loopback, which takes \
          {udp:.1} µs here. The goal needs {:.1} µs, {:.1}× that UDP round trip. (On this \
          virtual machine a wake-up on an idle virtual CPU costs tens of µs: keeping both CPUs \
          busy with idle-priority loops halved the round trip before the node polled.)\n",
         mine / theirs,
+        crate::node::busy_poll::DEFAULT.as_micros(),
         cores(ours),
         theirs / GOAL_FACTOR,
         theirs / GOAL_FACTOR / udp,

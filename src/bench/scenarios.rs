@@ -523,11 +523,10 @@ impl Env<'_> {
                 };
                 workers.push(self.worker(step.client, &nodes.prefix(peer), &args));
                 let warmup = if three { 500 } else { 1000 };
-                let count = round_trips;
                 let args = WorkerArgs {
                     role: Role::Ping,
-                    count: Some(count),
-                    warmup: warmup.min(count),
+                    count: Some(round_trips),
+                    warmup: warmup.min(round_trips),
                     ..base
                 };
                 workers.push(self.worker(step.client, &nodes.prefix(0), &args));

@@ -19,6 +19,9 @@ use crate::time::Instant;
 /// The default `system.busy_poll`.
 pub const DEFAULT: Duration = Duration::from_micros(50);
 
+/// The largest `system.busy_poll`: polling longer keeps a CPU busy for little gain.
+pub const MAX: Duration = Duration::from_millis(10);
+
 /// When the node last had work, and how long it keeps polling after that.
 #[derive(Debug)]
 pub struct BusyPoll {
@@ -50,13 +53,14 @@ impl BusyPoll {
 
     /// How long the node may wait for events at `now`, given the `timeout` of its timers: not
     /// at all while polling (after giving the CPU to whoever else is runnable), else `timeout`.
+    /// A timer due now needs neither: the node has work already.
     #[must_use]
     pub fn wait(&self, now: Instant, timeout: Option<Duration>) -> Option<Duration> {
-        if self.polling(now) {
-            std::thread::yield_now();
-            return Some(Duration::ZERO);
+        if timeout == Some(Duration::ZERO) || !self.polling(now) {
+            return timeout;
         }
-        timeout
+        std::thread::yield_now();
+        Some(Duration::ZERO)
     }
 }
 
@@ -78,6 +82,8 @@ mod tests {
             Some(Duration::ZERO),
             "even without timers"
         );
+        let due = Some(Duration::ZERO);
+        assert_eq!(busy.wait(soon, due), due, "a timer due now: work already");
         let later = start + Duration::from_micros(50);
         assert_eq!(busy.wait(later, timers), timers);
         assert_eq!(busy.wait(later, None), None);

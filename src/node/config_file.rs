@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ids::NodeId;
+use crate::node::busy_poll;
 use crate::totem::config::{Config, MINIMUM_TIMEOUT};
 use crate::totem::wire::MEMBERS_MAX;
 
@@ -27,9 +28,6 @@ pub const DEFAULT_AUTHKEY: &str = "/etc/totemcast/authkey";
 pub const DEFAULT_SOCKET: &str = "/run/totemcast/totemcast.sock";
 /// Default `system.state_dir` (holds the persisted ring seq).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/totemcast";
-
-/// Largest `system.busy_poll` in µs.
-const BUSY_POLL_MAX_US: u64 = 10_000;
 /// Port of the derived default `totem.mcastaddr` (Corosync's `mcastport` default).
 pub const DEFAULT_MCAST_PORT: u16 = 5405;
 /// Longest `totem.cluster_name`, in bytes.
@@ -1100,18 +1098,20 @@ fn resolve_ipc(ctx: &Ctx<'_>, raw: RawIpc) -> Result<Ipc, ConfigError> {
 }
 
 fn resolve_system(ctx: &Ctx<'_>, raw: RawSystem) -> Result<System, ConfigError> {
-    let busy_poll = match raw.busy_poll {
-        None => crate::node::busy_poll::DEFAULT,
-        Some(micros) if micros > BUSY_POLL_MAX_US => {
+    let busy_poll = match raw.busy_poll.map(Duration::from_micros) {
+        None => busy_poll::DEFAULT,
+        Some(window) if window > busy_poll::MAX => {
             return Err(ctx.error(
                 "system.busy_poll",
                 format!(
-                    "{micros} µs is above the maximum of {BUSY_POLL_MAX_US} µs (polling that \
-                     long keeps a CPU busy; 0 turns polling off)"
+                    "{} µs is above the maximum of {} µs (polling that long keeps a CPU busy; \
+                     0 turns polling off)",
+                    window.as_micros(),
+                    busy_poll::MAX.as_micros()
                 ),
             ));
         }
-        Some(micros) => Duration::from_micros(micros),
+        Some(window) => window,
     };
     Ok(System {
         state_dir: ctx.path("system.state_dir", raw.state_dir, DEFAULT_STATE_DIR)?,

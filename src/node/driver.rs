@@ -277,9 +277,6 @@ impl Driver {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             }
-            if !events.is_empty() {
-                busy.worked(clock::now());
-            }
             for event in &events {
                 match event.token() {
                     UNICAST => self.receive(false)?,
@@ -301,6 +298,9 @@ impl Driver {
                 }
             }
             let now = clock::now();
+            if !events.is_empty() {
+                busy.worked(now);
+            }
             if self.core.poll_timeout().is_some_and(|due| due <= now) {
                 self.core.handle_timeout(now);
             }
