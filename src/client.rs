@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::api::DispatchFlags;
@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::ipc::connection::{self, Endpoint};
 use crate::ipc::ring::{ClaimError, Corrupt};
+
+pub(crate) mod busy_wait;
 
 /// A check run while a call waits (see [`crate::cpg::Handle::set_interrupt_check`],
 /// [`crate::evs::Handle::set_interrupt_check`]).
@@ -42,6 +44,8 @@ pub(crate) struct Session {
     stale_answers: usize,
     /// Asked between short sleeps and after signals; an error ends the wait.
     interrupt: Option<InterruptCheck>,
+    /// How long a wait polls before it sleeps (see [`busy_wait`]).
+    busy_poll: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -83,7 +87,20 @@ impl Session {
             answers: VecDeque::new(),
             stale_answers: 0,
             interrupt: None,
+            busy_poll: busy_wait::DEFAULT,
         }
+    }
+
+    /// Sets how long a wait for the node polls before it sleeps (`CS_ERR_INVALID_PARAM`
+    /// beyond [`busy_wait::MAX`]).
+    pub(crate) fn set_busy_poll(&mut self, window: Duration) -> Result<()> {
+        self.busy_poll = busy_wait::checked(window)?;
+        Ok(())
+    }
+
+    /// How long a wait for the node polls before it sleeps.
+    pub(crate) fn busy_poll(&self) -> Duration {
+        self.busy_poll
     }
 
     /// Installs `check`, run at least every 100 ms and after every signal while a call waits;
@@ -205,7 +222,7 @@ impl Session {
                 // Asleep, and the node still there (its wake-up meanwhile is consumed: read on).
                 None => {
                     if self.endpoint.rx.prepare_to_sleep()
-                        && !sleep_once(&self.endpoint, Some(Duration::ZERO))?
+                        && !sleep_once(&self.endpoint, Duration::ZERO, Some(Duration::ZERO))?
                     {
                         return Ok(None);
                     }
@@ -337,9 +354,9 @@ impl Session {
     /// Sleeps (marked asleep already) until the node wakes this side, goes away, or `timeout`
     /// passes (false then); with an interrupt check, in slices, asking it after each.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        let endpoint = &self.endpoint;
+        let (endpoint, spin) = (&self.endpoint, self.busy_poll);
         sleep_interruptible(&mut self.interrupt, timeout, |timeout| {
-            sleep_once(endpoint, timeout)
+            sleep_once(endpoint, spin, timeout)
         })
     }
 
@@ -378,27 +395,29 @@ pub(crate) fn sleep_interruptible(
 }
 
 /// One sleep until the node wakes `endpoint`'s side, goes away (`CS_ERR_LIBRARY`), or
-/// `timeout` passes (false then); a signal counts as a wake-up.
-pub(crate) fn sleep_once(endpoint: &Endpoint, timeout: Option<Duration>) -> Result<bool> {
-    sleep_once_then(endpoint, timeout, || {})
+/// `timeout` passes (false then), polling for `spin` before it sleeps; a signal counts as a
+/// wake-up.
+pub(crate) fn sleep_once(
+    endpoint: &Endpoint,
+    spin: Duration,
+    timeout: Option<Duration>,
+) -> Result<bool> {
+    sleep_once_then(endpoint, spin, timeout, || {})
 }
 
 /// [`sleep_once`], running `after_poll` between the poll and the look at what it reported (a
 /// test puts the node's wake-up there).
 pub(crate) fn sleep_once_then(
     endpoint: &Endpoint,
+    spin: Duration,
     timeout: Option<Duration>,
     after_poll: impl FnOnce(),
 ) -> Result<bool> {
-    let timeout = match timeout {
-        None => PollTimeout::NONE,
-        Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
-    };
     let mut fds = [
         PollFd::new(endpoint.stream.as_fd(), PollFlags::POLLIN),
         PollFd::new(endpoint.wakeup(), PollFlags::POLLIN),
     ];
-    let ready = match poll(&mut fds, timeout) {
+    let ready = match busy_wait::poll_spinning(&mut fds, spin, timeout) {
         Ok(ready) => ready > 0,
         Err(nix::errno::Errno::EINTR) => true,
         Err(errno) => return Err(Error::Library(format!("poll: {errno}").into())),

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::api::{DispatchFlags, FlowControlState, Guarantee, IterationType};
-use crate::client;
+use crate::client::{self, busy_wait};
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, RingId};
 use crate::ipc::connection::{self, ConnectRequest, Endpoint};
@@ -211,6 +211,8 @@ pub struct Handle {
     abandoned: VecDeque<(u32, Bytes)>,
     /// Asked between short sleeps and after signals; an error ends the wait.
     interrupt: Option<InterruptCheck>,
+    /// How long a wait polls before it sleeps (see [`Handle::set_busy_poll`]).
+    busy_poll: Duration,
 }
 
 impl std::fmt::Debug for Handle {
@@ -277,6 +279,7 @@ impl Handle {
             buffer: Vec::new(),
             abandoned: VecDeque::new(),
             interrupt: None,
+            busy_poll: busy_wait::DEFAULT,
         })
     }
 
@@ -293,6 +296,22 @@ impl Handle {
     /// it comes (a join then counts as joined).
     pub fn set_interrupt_check(&mut self, check: Option<InterruptCheck>) {
         self.interrupt = check;
+    }
+
+    /// Sets how long a wait for the node (for events, an answer or room) polls without
+    /// sleeping before it sleeps: 50 µs by default, `Duration::ZERO` to sleep at once,
+    /// `CS_ERR_INVALID_PARAM` above 10 ms. A reply within the window costs no wake-up of this
+    /// process; a longer wait costs one window of CPU. Waits on [`Handle::fd_get`] are the
+    /// caller's and never poll.
+    pub fn set_busy_poll(&mut self, window: Duration) -> Result<()> {
+        self.busy_poll = busy_wait::checked(window)?;
+        Ok(())
+    }
+
+    /// How long a wait for the node polls before it sleeps (see [`Handle::set_busy_poll`]).
+    #[must_use]
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
     }
 
     /// Makes the descriptor ([`Handle::fd_get`]) become readable with the next event; false
@@ -907,8 +926,9 @@ impl Handle {
             .endpoint
             .as_ref()
             .ok_or_else(|| Error::BadHandle("the handle was finalized".into()))?;
+        let spin = self.busy_poll;
         client::sleep_interruptible(&mut self.interrupt, timeout, |timeout| {
-            client::sleep_once(endpoint, timeout)
+            client::sleep_once(endpoint, spin, timeout)
         })
     }
 }
@@ -1119,6 +1139,46 @@ mod tests {
         );
     }
 
+    /// The busy-poll window: 50 µs unless set, at most 10 ms, and a wait that spins sees an
+    /// event the node writes meanwhile, whether it comes within the window or after it.
+    #[test]
+    fn busy_poll_is_bounded_and_waits_see_events_in_and_after_the_window() {
+        let (mut handle, mut node) = connected();
+        assert_eq!(handle.busy_poll(), Duration::from_micros(50));
+        let error = handle.set_busy_poll(Duration::from_millis(11)).unwrap_err();
+        assert_eq!(error.code(), crate::error::CsError::InvalidParam);
+        assert_eq!(handle.busy_poll(), Duration::from_micros(50), "unchanged");
+        let mut header = BytesMut::new();
+        records::deliver_header(NodeId(1), 7, b"g", &mut header);
+        for (window, delay) in [
+            (Duration::from_millis(10), Duration::ZERO),
+            (Duration::from_micros(100), Duration::from_millis(20)),
+            (Duration::ZERO, Duration::from_millis(1)),
+        ] {
+            handle.set_busy_poll(window).unwrap();
+            let record = [&header[..], &[1u8; 8]].concat();
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    std::thread::sleep(delay);
+                    if node.tx.push(records::DELIVER, &record).unwrap().unwrap() {
+                        node.wake_peer();
+                    }
+                });
+                assert!(
+                    handle
+                        .wait_for_event(Some(Duration::from_secs(10)))
+                        .unwrap()
+                );
+            });
+            let event = handle.try_next_event().unwrap();
+            assert!(
+                matches!(event, Some(Event::Deliver { .. })),
+                "{window:?}: {event:?}"
+            );
+            assert!(handle.try_next_event().unwrap().is_none());
+        }
+    }
+
     fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
@@ -1132,13 +1192,17 @@ mod tests {
     fn a_wake_up_after_a_timed_out_poll_is_not_lost() {
         let (mut handle, mut node) = connected();
         assert!(handle.endpoint().unwrap().rx.prepare_to_sleep(), "asleep");
-        let ready =
-            client::sleep_once_then(handle.endpoint().unwrap(), Some(Duration::ZERO), || {
+        let ready = client::sleep_once_then(
+            handle.endpoint().unwrap(),
+            Duration::ZERO,
+            Some(Duration::ZERO),
+            || {
                 // The node, right after the poll timed out: an event, and the wake-up it owes.
                 assert!(node.tx.push(records::ANSWER, b"late").unwrap().unwrap());
                 node.wake_peer();
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         assert!(!ready, "the poll itself saw nothing");
         assert!(
             readable(handle.wakeup_eventfd().unwrap()),
@@ -1146,7 +1210,7 @@ mod tests {
         );
         assert!(readable(handle.as_fd()), "fd_get is not readable");
         assert!(
-            client::sleep_once(handle.endpoint().unwrap(), None).unwrap(),
+            client::sleep_once(handle.endpoint().unwrap(), Duration::ZERO, None).unwrap(),
             "the next sleep must return"
         );
     }

@@ -91,6 +91,21 @@ impl Handle {
         self.session.set_interrupt_check(check);
     }
 
+    /// Sets how long a wait for the node (for events, an answer or room) polls without
+    /// sleeping before it sleeps: 50 µs by default, `Duration::ZERO` to sleep at once,
+    /// `CS_ERR_INVALID_PARAM` above 10 ms. A reply within the window costs no wake-up of this
+    /// process; a longer wait costs one window of CPU. Waits on [`Handle::fd_get`] are the
+    /// caller's and never poll.
+    pub fn set_busy_poll(&mut self, window: Duration) -> Result<()> {
+        self.session.set_busy_poll(window)
+    }
+
+    /// How long a wait for the node polls before it sleeps (see [`Handle::set_busy_poll`]).
+    #[must_use]
+    pub fn busy_poll(&self) -> Duration {
+        self.session.busy_poll()
+    }
+
     /// `evs_join`: adds `groups` (at most 50 keys of 1–32 bytes) to this handle's filter.
     /// Joining a key already joined changes nothing. `CS_ERR_TOO_MANY_GROUPS` beyond 50 keys
     /// or [`GROUPS_JOINED_MAX`] joined in all.

@@ -93,6 +93,27 @@ def test_callbacks_must_be_callable(socket: Path) -> None:
         cpg.Handle(totem_confchg=3, socket=socket)  # type: ignore[arg-type]
 
 
+def test_busy_poll_is_checked_and_every_window_delivers(socket: Path, group: str) -> None:
+    with cpg.Handle(socket=socket) as handle:
+        assert handle.busy_poll == pytest.approx(50e-6)
+    for bad in (-1e-6, 0.0101, float("nan"), float("inf")):
+        with pytest.raises(totemcast.InvalidParamError, match="busy_poll"):
+            cpg.Handle(socket=socket, busy_poll=bad)
+    # A blocking dispatch waits (spinning, then sleeping) for the join and for each message.
+    for window in (0.0, 0.01):
+        recorder = Recorder()
+        with recorder.handle(socket, busy_poll=window) as handle:
+            assert handle.busy_poll == window
+            handle.join(group)
+            assert handle.dispatch(DispatchFlags.ONE) == 1
+            for i in range(3):
+                handle.mcast_joined(AGREED, b"%d" % i)
+                assert handle.dispatch(DispatchFlags.ONE) == 1
+            assert recorder.deliveries() == [b"0", b"1", b"2"]
+            handle.leave(group)
+            assert handle.dispatch(DispatchFlags.ONE) == 1
+
+
 def test_node_must_be_an_embedded_node(socket: Path) -> None:
     # Handles through a `totemcast.Node` are tested in test_node.py.
     with pytest.raises(TypeError, match=r"totemcast\.Node"):

@@ -366,6 +366,25 @@ def test_no_node_and_bad_arguments(tmp_path: Path, socket: Path) -> None:
         evs.Handle(node=object(), socket=socket)  # type: ignore[arg-type]
 
 
+def test_busy_poll_is_checked_and_every_window_delivers(socket: Path) -> None:
+    with evs.Handle(socket=socket) as handle:
+        assert handle.busy_poll == pytest.approx(50e-6)
+    for bad in (-1.0, 0.02, float("nan")):
+        with pytest.raises(totemcast.InvalidParamError, match="busy_poll"):
+            evs.Handle(socket=socket, busy_poll=bad)
+    for window in (0.0, 0.01):
+        events = Events()
+        with events.handle(socket=socket, busy_poll=window) as handle:
+            assert handle.busy_poll == window
+            assert handle.dispatch(DispatchFlags.ONE) == 1  # the configuration
+            name = key()
+            handle.join(name)
+            for i in range(3):
+                handle.mcast_joined(AGREED, b"%d" % i)
+                assert handle.dispatch(DispatchFlags.ONE) == 1
+            assert events.deliveries() == [b"0", b"1", b"2"]
+
+
 def interrupted_after(seconds: float, call: Callable[[], object]) -> None:
     """Runs `call`, which must wait; SIGALRM after `seconds` raises KeyboardInterrupt in it."""
 

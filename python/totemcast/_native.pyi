@@ -351,10 +351,14 @@ class CpgHandle:
         node: an embedded `totemcast.Node` to talk to (through a socket pair, not its
             socket), instead of `socket`.
         socket: the node's socket path.
+        busy_poll: seconds a wait of this handle (in `dispatch`, for the node's answer, for
+            room to send) polls for the node without sleeping before it sleeps: a reply within
+            that window costs no wake-up of this process. 0 sleeps at once; at most 0.01.
+            Waits on `fd_get()` (selectors, asyncio) are the caller's and never poll.
 
     Raises:
         LibraryError: no node listens on the socket, or `node` is stopped.
-        InvalidParamError: both `node` and `socket` given.
+        InvalidParamError: both `node` and `socket` given, or `busy_poll` out of range.
         AccessError: the node does not allow this user.
         VersionError: the node speaks another IPC version.
         TypeError: a callback is not callable, or `node` is not a `totemcast.Node`.
@@ -373,6 +377,7 @@ class CpgHandle:
         context: Any = None,
         node: Node | None = None,
         socket: str | PathLike[str] | None = None,
+        busy_poll: float = 5e-05,
     ) -> Self: ...
     def join(self, group: str | bytes) -> None:
         """`cpg_join`: joins `group` (1 to 128 bytes; a `str` is UTF-8 encoded).
@@ -482,6 +487,10 @@ class CpgHandle:
         Raises:
             BadHandleError: the handle is finalized.
         """
+
+    @property
+    def busy_poll(self) -> float:
+        """Seconds a wait of this handle polls for the node before it sleeps (`busy_poll=`)."""
 
     def fileno(self) -> int:
         """The same as `fd_get()`, so a handle can be passed to `select`."""
@@ -617,12 +626,16 @@ class EvsHandle:
         node: an embedded `totemcast.Node` to talk to (through a socket pair), instead of
             `socket`.
         socket: the node's socket path (default `$TOTEMCAST_SOCKET`, else `DEFAULT_SOCKET`).
+        busy_poll: seconds a wait of this handle (in `dispatch`, for the node's answer, for
+            room to send) polls for the node without sleeping before it sleeps: a reply within
+            that window costs no wake-up of this process. 0 sleeps at once; at most 0.01.
+            Waits on `fd_get()` (selectors, asyncio) are the caller's and never poll.
 
     Raises:
         LibraryError: no node listens on the socket, or `node` is stopped.
         AccessError: the node does not allow this user.
         VersionError: the node speaks another IPC version.
-        InvalidParamError: both `node` and `socket` given.
+        InvalidParamError: both `node` and `socket` given, or `busy_poll` out of range.
         TypeError: a callback is not callable, or `node` is not a `totemcast.Node`.
     """
 
@@ -637,6 +650,7 @@ class EvsHandle:
         context: Any = None,
         node: Node | None = None,
         socket: str | PathLike[str] | None = None,
+        busy_poll: float = 5e-05,
     ) -> Self: ...
     def join(self, groups: str | bytes | Iterable[str | bytes]) -> None:
         """`evs_join`: adds `groups` to this handle's receive filter.
@@ -744,6 +758,10 @@ class EvsHandle:
         Raises:
             BadHandleError: the handle is finalized.
         """
+
+    @property
+    def busy_poll(self) -> float:
+        """Seconds a wait of this handle polls for the node before it sleeps (`busy_poll=`)."""
 
     def fileno(self) -> int:
         """The same as `fd_get()`, so a handle can be passed to `select`."""

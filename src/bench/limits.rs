@@ -147,7 +147,8 @@ fn cluster3(ours: &Results, corosync: &Results) -> Option<String> {
     ))
 }
 
-/// One node round trip: a client wake-up each way (the node polls; see `system.busy_poll`).
+/// One node round trip: two hops through the node, with no process asleep in between while
+/// the node and the clients busy-poll.
 fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
     let mine = round_trip_of(ours, "latency")?;
     let theirs = round_trip_of(corosync, "latency")?;
@@ -157,15 +158,14 @@ fn round_trip(ours: &Results, corosync: &Results) -> Option<String> {
     let udp = latency(&[ours, corosync], "udp_rtt")?;
     Some(format!(
         "- **1 node, round trip** ({mine:.1} µs, {:.2}× Corosync's {theirs:.1}): a round trip \
-         is two hops through the node. The node needs no wake-up (it polls for {} µs after its \
-         work, `system.busy_poll`), but each hop wakes the receiving client: two process \
-         wake-ups on {:.0} cores, as many as one UDP round trip on loopback, which takes \
-         {udp:.1} µs here. The goal needs {:.1} µs, {:.1}× that UDP round trip. (On this \
-         virtual machine a wake-up on an idle virtual CPU costs tens of µs: keeping both CPUs \
-         busy with idle-priority loops halved the round trip before the node polled.)\n",
+         is two hops through the node, between three processes on {:.0} cores. No process \
+         needs a wake-up while the answer comes within the busy-poll windows (the node's \
+         `system.busy_poll` and the clients' `busy_poll`, {} µs each): what remains is the \
+         rings, the node's loop and the processes taking turns on the cores. A UDP round trip \
+         on loopback takes {udp:.1} µs here; the goal needs {:.1} µs, {:.1}× that.\n",
         mine / theirs,
-        crate::node::busy_poll::DEFAULT.as_micros(),
         cores(ours),
+        crate::node::busy_poll::DEFAULT.as_micros(),
         theirs / GOAL_FACTOR,
         theirs / GOAL_FACTOR / udp,
     ))
@@ -294,8 +294,8 @@ mod tests {
         let slower = results("RESULT bench=latency rep=1 role=ping_rtt median_us=45 p99_us=90\n");
         let text = round_trip(&slower, &corosync).expect("45 µs misses 170 / 5");
         assert!(text.contains("(45.0 µs, 0.26× Corosync's 170.0)"), "{text}");
-        assert!(text.contains("which takes 10.0 µs here"), "{text}");
-        assert!(text.contains("The goal needs 34.0 µs, 3.4× that"), "{text}");
+        assert!(text.contains("on loopback takes 10.0 µs here"), "{text}");
+        assert!(text.contains("the goal needs 34.0 µs, 3.4× that"), "{text}");
 
         let met = results(
             "RESULT bench=fanout rep=1 role=receiver size=65536 msgs_s=80000 MBps=5242.9\n",

@@ -55,7 +55,7 @@ usage: totemcast bench [--quick] [--memory] [--failover] [--scenarios single,clu
        totemcast bench --role send|recv|ping|pong|watch|hold --socket PATH [-g GROUP] [-s SIZE]
                        [-t SECS] [-n COUNT] [-w WARMUP] [-m MEMBERS] [-z | --batch]
                        [--guarantee agreed|safe] [-T TIMEOUT] [--kill PID] [--nodes N]
-                       [--handles N] [--groups N] [--group-offset N]
+                       [--handles N] [--groups N] [--group-offset N] [--busy-poll US]
 
 --plot DIR writes PNG charts into DIR: throughput by message size, round trips, and with
 Corosync's results the ratios and the goals of ARCHITECTURE.md §4 (a run also leaves its
@@ -325,6 +325,7 @@ fn parse_worker(parser: &mut lexopt::Parser) -> Result<Command, String> {
             Long("handles") => args.handles = value(parser, "--handles")?,
             Long("groups") => args.groups = value(parser, "--groups")?,
             Long("group-offset") => args.group_offset = value(parser, "--group-offset")?,
+            Long("busy-poll") => args.busy_poll_us = Some(value(parser, "--busy-poll")?),
             Long("help") | Short('h') => return Ok(Command::Help),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
@@ -734,6 +735,7 @@ mod tests {
                 handles: 10,
                 groups: 7,
                 group_offset: 3,
+                busy_poll_us: Some(0),
             },
             WorkerArgs {
                 role: Role::Send,

@@ -145,6 +145,8 @@ pub struct WorkerArgs {
     pub groups: usize,
     /// `--group-offset N` (hold): the first handle joins group `N % groups`.
     pub group_offset: usize,
+    /// `--busy-poll US`: the handle's busy-poll window in µs (`None`: the handle's default).
+    pub busy_poll_us: Option<u64>,
 }
 
 impl Default for WorkerArgs {
@@ -166,6 +168,7 @@ impl Default for WorkerArgs {
             handles: 1,
             groups: 1,
             group_offset: 0,
+            busy_poll_us: None,
         }
     }
 }
@@ -228,6 +231,9 @@ impl WorkerArgs {
         }
         if self.group_offset != defaults.group_offset {
             push("--group-offset", self.group_offset.to_string());
+        }
+        if let Some(us) = self.busy_poll_us {
+            push("--busy-poll", us.to_string());
         }
         match self.api {
             Api::Iovec => {}
@@ -392,6 +398,9 @@ struct Worker {
 impl Worker {
     fn connect(args: &WorkerArgs, options: Options) -> Result<Worker> {
         let mut handle = Handle::connect_with(&args.socket, options)?;
+        if let Some(us) = args.busy_poll_us {
+            handle.set_busy_poll(Duration::from_micros(us))?;
+        }
         let nodeid = handle.local_get()?.0;
         Ok(Worker {
             handle,

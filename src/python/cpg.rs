@@ -17,8 +17,8 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::buffer::{InputBuffer, PyMessage, PyZcbBuffer};
 use super::handle::{
-    Core, SLICE, State, bad_handle, check_callback, clear, finalized_while_waiting, resolve_socket,
-    ring_full, send_or_notify,
+    Core, SLICE, State, bad_handle, busy_poll_window, check_callback, clear,
+    finalized_while_waiting, resolve_socket, ring_full, send_or_notify,
 };
 use super::node::PyNode;
 use crate::api::{Guarantee, IterationType};
@@ -79,11 +79,12 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
 /// `socket=`, else `$TOTEMCAST_SOCKET`, else `cpg.DEFAULT_SOCKET`. Waits release the GIL and
 /// Ctrl-C interrupts them; the handle may be shared between threads. `initial_totem_conf=True`
 /// delivers the totem configuration right after the first confchg. `node=` (an embedded
-/// `totemcast.Node`) talks to that node without a socket. A handle is a context manager that
-/// finalizes on exit.
+/// `totemcast.Node`) talks to that node without a socket. `busy_poll=` is how many seconds a
+/// wait polls for the node before it sleeps (50 µs by default, 0: sleep at once, at most 0.01).
+/// A handle is a context manager that finalizes on exit.
 ///
 /// Raises LibraryError (no node on the socket), AccessError, VersionError, TypeError (a callback
-/// that is not callable).
+/// that is not callable), InvalidParamError (`busy_poll` out of range).
 #[pyclass(frozen, name = "Handle", module = "totemcast.cpg")]
 pub(crate) struct PyCpgHandle {
     core: Core<Handle>,
@@ -363,7 +364,8 @@ impl PyCpgHandle {
     #[new]
     #[pyo3(signature = (
         deliver = None, confchg = None, totem_confchg = None, *,
-        initial_totem_conf = false, context = None, node = None, socket = None
+        initial_totem_conf = false, context = None, node = None, socket = None,
+        busy_poll = 5e-05
     ))]
     #[allow(
         clippy::too_many_arguments,
@@ -378,7 +380,9 @@ impl PyCpgHandle {
         context: Option<Bound<'_, PyAny>>,
         node: Option<Bound<'_, PyAny>>,
         socket: Option<PathBuf>,
+        busy_poll: f64,
     ) -> PyResult<PyCpgHandle> {
+        let busy_poll = busy_poll_window(busy_poll)?;
         check_callback("deliver", deliver.as_ref())?;
         check_callback("confchg", confchg.as_ref())?;
         check_callback("totem_confchg", totem_confchg.as_ref())?;
@@ -393,7 +397,7 @@ impl PyCpgHandle {
         let nodeid = handle.nodeid().0;
         let callbacks = vec![deliver, confchg, totem_confchg];
         Ok(PyCpgHandle {
-            core: Core::new("cpg", handle, nodeid, callbacks, context)?,
+            core: Core::new("cpg", handle, nodeid, callbacks, context, busy_poll)?,
             str_groups: Mutex::new(BTreeSet::new()),
         })
     }
@@ -512,6 +516,13 @@ impl PyCpgHandle {
     /// `loop.add_reader`); also after a TryAgainError once the node made room.
     fn fd_get(&self) -> PyResult<i32> {
         self.core.fd_get()
+    }
+
+    /// Seconds a wait of this handle (in `dispatch`, for an answer, for room to send) polls
+    /// for the node without sleeping before it sleeps (`busy_poll=`).
+    #[getter]
+    fn busy_poll(&self) -> f64 {
+        self.core.busy_poll().as_secs_f64()
     }
 
     /// The same as `fd_get()`, so that a handle can be passed to `select`.

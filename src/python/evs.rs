@@ -11,7 +11,9 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::buffer::{InputBuffer, PyMessage};
-use super::handle::{Core, check_callback, resolve_socket, ring_full, send_or_notify};
+use super::handle::{
+    Core, busy_poll_window, check_callback, resolve_socket, ring_full, send_or_notify,
+};
 use super::node::PyNode;
 use crate::api::{ConfigurationType, Guarantee};
 use crate::error::Error;
@@ -56,11 +58,12 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
 ///
 /// The node is `node=` (an embedded `totemcast.Node`), else the one on `socket=`, else on
 /// `$TOTEMCAST_SOCKET`, else on `DEFAULT_SOCKET`. Waits release the GIL and Ctrl-C interrupts
-/// them; the handle may be shared between threads. A handle is a context manager that finalizes
-/// on exit.
+/// them; the handle may be shared between threads. `busy_poll=` is how many seconds a wait polls
+/// for the node before it sleeps (50 µs by default, 0: sleep at once, at most 0.01). A handle is
+/// a context manager that finalizes on exit.
 ///
 /// Raises LibraryError (no node), AccessError, VersionError, InvalidParamError (both `node` and
-/// `socket`), TypeError (a callback that is not callable, a `node` that is not a Node).
+/// `socket`, `busy_poll` out of range), TypeError (a callback that is not callable, a `node` that is not a Node).
 #[pyclass(frozen, name = "Handle", module = "totemcast.evs")]
 pub(crate) struct PyEvsHandle {
     core: Core<Handle>,
@@ -211,7 +214,10 @@ fn connect(
 )]
 impl PyEvsHandle {
     #[new]
-    #[pyo3(signature = (deliver = None, confchg = None, *, context = None, node = None, socket = None))]
+    #[pyo3(signature = (
+        deliver = None, confchg = None, *, context = None, node = None, socket = None,
+        busy_poll = 5e-05
+    ))]
     fn new(
         py: Python<'_>,
         deliver: Option<Bound<'_, PyAny>>,
@@ -219,13 +225,22 @@ impl PyEvsHandle {
         context: Option<Bound<'_, PyAny>>,
         node: Option<Bound<'_, PyAny>>,
         socket: Option<PathBuf>,
+        busy_poll: f64,
     ) -> PyResult<PyEvsHandle> {
+        let busy_poll = busy_poll_window(busy_poll)?;
         check_callback("deliver", deliver.as_ref())?;
         check_callback("confchg", confchg.as_ref())?;
         let handle = connect(py, node.as_ref(), socket)?;
         let nodeid = handle.nodeid().0;
         Ok(PyEvsHandle {
-            core: Core::new("evs", handle, nodeid, vec![deliver, confchg], context)?,
+            core: Core::new(
+                "evs",
+                handle,
+                nodeid,
+                vec![deliver, confchg],
+                context,
+                busy_poll,
+            )?,
         })
     }
 
@@ -329,6 +344,13 @@ impl PyEvsHandle {
     /// gone (`dispatch` then raises LibraryError).
     fn fd_get(&self) -> PyResult<i32> {
         self.core.fd_get()
+    }
+
+    /// Seconds a wait of this handle (in `dispatch`, for an answer, for room to send) polls
+    /// for the node without sleeping before it sleeps (`busy_poll=`).
+    #[getter]
+    fn busy_poll(&self) -> f64 {
+        self.core.busy_poll().as_secs_f64()
     }
 
     /// The same as `fd_get()`, so that a handle can be passed to `select`.

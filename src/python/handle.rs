@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -32,7 +32,7 @@ use pyo3::sync::MutexExt as _;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::api::DispatchFlags;
-use crate::client::InterruptCheck;
+use crate::client::{InterruptCheck, busy_wait};
 use crate::error::Error;
 
 /// Longest stretch a wait goes without checking for signals (Ctrl-C).
@@ -56,6 +56,9 @@ pub(super) trait Connection: Send {
 
     /// Installs (or removes) the check run while a call waits.
     fn set_interrupt_check(&mut self, check: Option<InterruptCheck>);
+
+    /// Sets how long the handle's own waits poll before they sleep.
+    fn set_busy_poll(&mut self, window: Duration) -> Result<(), Error>;
 
     /// After `CS_ERR_TRY_AGAIN`: asks for a wake-up once a message of `len` bytes fits; false
     /// when it fits already.
@@ -102,6 +105,10 @@ macro_rules! connection {
 
             fn set_interrupt_check(&mut self, check: Option<InterruptCheck>) {
                 crate::$service::Handle::set_interrupt_check(self, check);
+            }
+
+            fn set_busy_poll(&mut self, window: Duration) -> Result<(), Error> {
+                crate::$service::Handle::set_busy_poll(self, window)
             }
 
             fn notify_when_writable(&mut self, len: usize) -> Result<bool, Error> {
@@ -222,6 +229,8 @@ pub(super) struct Core<C: Connection> {
     watch: OwnedFd,
     /// Readable once the handle is finalized: wakes every waiter.
     cancel: OwnedFd,
+    /// How long a wait polls before it sleeps (`busy_poll=`, see [`busy_wait`]).
+    busy_poll: Duration,
     finalized: AtomicBool,
     nodeid: u32,
     /// The thread whose request waits with the connection held (see `request`).
@@ -232,14 +241,17 @@ pub(super) struct Core<C: Connection> {
 
 impl<C: Connection + AsFd> Core<C> {
     /// Wraps `handle` (of node `nodeid`) with `callbacks`, one per kind of event, and
-    /// `context`; the descriptor is left truthful.
+    /// `context`; its waits and the handle's poll for `busy_poll` before they sleep. The
+    /// descriptor is left truthful.
     pub(super) fn new(
         service: &'static str,
-        handle: C,
+        mut handle: C,
         nodeid: u32,
         callbacks: Vec<Option<Bound<'_, PyAny>>>,
         context: Option<Bound<'_, PyAny>>,
+        busy_poll: Duration,
     ) -> PyResult<Core<C>> {
+        handle.set_busy_poll(busy_poll)?;
         let failed = |error: std::io::Error| Error::Library(format!("dup: {error}").into());
         let wakeup = handle
             .wakeup_eventfd()?
@@ -263,6 +275,7 @@ impl<C: Connection + AsFd> Core<C> {
             wakeup,
             watch,
             cancel: OwnedFd::from(cancel),
+            busy_poll,
             finalized: AtomicBool::new(false),
             nodeid,
             requesting: Mutex::new(None),
@@ -305,11 +318,16 @@ impl<C: Connection> Core<C> {
     }
 
     /// Waits one slice (GIL released, connection not held) for the descriptor or a finalize,
-    /// then checks for signals.
+    /// polling for `busy_poll` before it sleeps, then checks for signals.
     pub(super) fn wait_slice(&self, py: Python<'_>, slice: Duration) -> PyResult<()> {
-        let (watch, cancel) = (&self.watch, &self.cancel);
-        py.detach(|| wait_readable(watch, cancel, slice))?;
+        let (watch, cancel, spin) = (&self.watch, &self.cancel, self.busy_poll);
+        py.detach(|| wait_readable(watch, cancel, spin, slice))?;
         py.check_signals()
+    }
+
+    /// How long a wait polls before it sleeps.
+    pub(super) fn busy_poll(&self) -> Duration {
+        self.busy_poll
     }
 
     /// Runs a request (it waits for the node's answer with the GIL released, checking for
@@ -629,17 +647,33 @@ pub(super) fn clear(wakeup: &OwnedFd) {
     let _ = nix::unistd::read(wakeup, &mut counter);
 }
 
-/// Waits up to `timeout` for the wake-up descriptor or `cancel` (finalize); never consumes.
-fn wait_readable(wakeup: &OwnedFd, cancel: &OwnedFd, timeout: Duration) -> Result<(), Error> {
-    let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+/// Waits up to `timeout` (polling for `spin` first) for the wake-up descriptor or `cancel`
+/// (finalize); never consumes.
+fn wait_readable(
+    wakeup: &OwnedFd,
+    cancel: &OwnedFd,
+    spin: Duration,
+    timeout: Duration,
+) -> Result<(), Error> {
     let mut set = [
         PollFd::new(wakeup.as_fd(), PollFlags::POLLIN),
         PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
     ];
-    match poll(&mut set, PollTimeout::from(millis)) {
+    match busy_wait::poll_spinning(&mut set, spin, Some(timeout.max(Duration::from_millis(1)))) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
         Err(errno) => Err(Error::Library(format!("poll: {errno}").into())),
     }
+}
+
+/// The window of a Python handle's `busy_poll=` (seconds, 0 to 0.01).
+pub(super) fn busy_poll_window(seconds: f64) -> PyResult<Duration> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(Error::InvalidParam(
+            format!("busy_poll must be a number of seconds from 0 to 0.01, not {seconds}").into(),
+        )
+        .into());
+    }
+    Ok(busy_wait::checked(Duration::from_secs_f64(seconds))?)
 }
 
 pub(super) fn bad_handle() -> PyErr {
