@@ -90,6 +90,7 @@ fn fanout(ours: &Results, corosync: &Results) -> Option<String> {
         GOAL_FACTOR * theirs,
     );
     if let Some(gbps) = copy_rate(ours, LARGE) {
+        let cores = cores(ours);
         let copy_us = LARGE as f64 / (gbps * 1e3);
         let copies_us = FANOUT_COPIES * copy_us;
         let effective_gbps = FANOUT_COPIES * LARGE as f64 / (cpu_us * 1e3);
@@ -99,8 +100,12 @@ fn fanout(ours: &Results, corosync: &Results) -> Option<String> {
              ({gbps:.1} GB/s, measured in the run), so the {FANOUT_COPIES:.0} copies would take \
              {copies_us:.0} µs; the node's run at {effective_gbps:.1} GB/s or less, because \
              its rings are written while the receivers' cores read them (a profile of the node \
-             in this scenario found 9/10 of its CPU time in memcpy). The copies are the bound: \
-             one delivery region shared by all local receivers would make 2 of the 5.",
+             in this scenario found 9/10 of its CPU time in memcpy). Sharing does not lift \
+             this bound here: a delivery region shared by all local receivers, which cut the \
+             node's copies from 5 to 2, was built and measured (branch \
+             wip/shared-delivery-region) and delivered no more (28-31k msg/s against 30-34k, \
+             interleaved): the sender's copy into its request ring became the largest cost, \
+             and five processes took turns on {cores:.0} cores with 10-30 % of the CPU idle.",
         );
     }
     text.push('\n');
@@ -281,6 +286,7 @@ mod tests {
         assert!(text.contains("copies 64 KiB in 1.0 µs"), "{text}");
         assert!(text.contains("5 copies would take 5 µs"), "{text}");
         assert!(text.contains("run at 13.1 GB/s or less"), "{text}");
+        assert!(text.contains("took turns on 2 cores"), "{text}");
         // 0.36 / 3000 msg/s = 120 µs per rotation; 196.6 / 426 of it = 55 µs.
         assert!(text.contains("took 120 µs"), "{text}");
         assert!(text.contains("did on 90 %"), "{text}");
