@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Results, Stat};
+use super::report::{self, Results, Stat};
 
 /// Cores of the machine the run was on (the notes carry them; 2 on the project machine).
 fn cores(results: &Results) -> f64 {
@@ -191,11 +191,19 @@ fn round_trip_of(results: &Results, bench: &str) -> Option<f64> {
 /// Three nodes, SAFE round trip against our AGREED one: what a token rotation adds.
 fn safe_round_trip(ours: &Results) -> Option<String> {
     const GOAL: f64 = 2.0;
-    let agreed = round_trip_of(ours, "cluster3-latency")?;
-    let safe = round_trip_of(ours, "cluster3-latency-safe")?;
-    if safe <= GOAL * agreed {
+    let samples = |bench: &str| {
+        ours.latency()
+            .remove(&(bench.to_string(), "ping_rtt".into()))
+    };
+    let safe_samples = samples("cluster3-latency-safe")?;
+    let agreed_samples = samples("cluster3-latency")?;
+    // The goals table's figure: the median of the rounds' ratios.
+    let ratio = report::ratio(&safe_samples, &agreed_samples, 0)?;
+    if ratio.median <= GOAL {
         return None;
     }
+    let agreed = round_trip_of(ours, "cluster3-latency")?;
+    let safe = round_trip_of(ours, "cluster3-latency-safe")?;
     let stats = |key| {
         Stat::of(
             ours.with_role("node_stats")
@@ -206,16 +214,60 @@ fn safe_round_trip(ours: &Results) -> Option<String> {
     };
     let rotation = stats("rotation_us")?;
     let floor = agreed + 2.0 * rotation;
+    let straddle = if ratio.min <= GOAL {
+        " Some rounds met the goal: this run does not settle it."
+    } else {
+        ""
+    };
     Some(format!(
-        "- **3 nodes, SAFE round trip** ({safe:.0} µs, {:.2}× our AGREED {agreed:.0}): a member \
-         delivers a SAFE message once it has forwarded two tokens whose aru reaches it, so that \
-         it knows every member has it: at least one token rotation after it could deliver it \
-         AGREED, each way. Rotations took {rotation:.0} µs in this step (node 1's tokens over \
-         its duration), so a SAFE round trip takes at least {floor:.0} µs, {:.2}× the AGREED \
-         one; 2× would need rotations of {:.0} µs at most, with the same AGREED round trip.\n",
-        safe / agreed,
+        "- **3 nodes, SAFE round trip** ({safe:.0} µs, {:.2}× our AGREED {agreed:.0}; the \
+         rounds' ratios {:.2}-{:.2}×): a member delivers a SAFE message once it has forwarded \
+         two tokens whose aru reaches it, so that it knows every member has it: at least one \
+         token rotation after it could deliver it AGREED, each way. Rotations took \
+         {rotation:.0} µs in this step (node 1's tokens over its duration), so a SAFE round \
+         trip takes at least {floor:.0} µs, {:.2}× the AGREED one; 2× would need rotations of \
+         {:.0} µs at most, with the same AGREED round trip.{straddle}\n",
+        ratio.median,
+        ratio.min,
+        ratio.max,
         floor / agreed,
         (GOAL - 1.0) * agreed / 2.0,
+    ))
+}
+
+/// SAFE throughput against our AGREED one: whether the run tells them apart.
+fn safe_throughput(ours: &Results, prefix: &str, nodes: &str, size: u64) -> Option<String> {
+    const GOAL: f64 = 0.8;
+    let samples = |bench: String| {
+        ours.throughput()
+            .remove(&(bench, "sender".to_string(), size))
+    };
+    let safe = samples(format!("{prefix}send-safe"))?;
+    let agreed = samples(format!("{prefix}send"))?;
+    let ratio = report::ratio(&safe, &agreed, 0)?;
+    if ratio.median >= GOAL {
+        return None;
+    }
+    let rate = |samples: &[report::Sample]| Stat::of(samples.iter().map(|s| s.values[0]));
+    let (safe, agreed) = (rate(&safe)?, rate(&agreed)?);
+    let verdict = if safe.max >= agreed.min {
+        "The ranges overlap: this run does not tell SAFE and AGREED apart at this size."
+    } else {
+        "Every SAFE round was slower than every AGREED one."
+    };
+    Some(format!(
+        "- **{nodes}, SAFE {size} B msg/s** ({:.0}, {:.2}× our AGREED {:.0}; the rounds' \
+         ratios {:.2}-{:.2}×): SAFE's rounds sent {:.0}-{:.0} msg/s, AGREED's {:.0}-{:.0}. \
+         {verdict}\n",
+        safe.median,
+        ratio.median,
+        agreed.median,
+        ratio.min,
+        ratio.max,
+        safe.min,
+        safe.max,
+        agreed.min,
+        agreed.max,
     ))
 }
 
@@ -227,6 +279,10 @@ pub fn limits(ours: &Results, corosync: &Results) -> String {
         round_trip(ours, corosync),
         cluster3(ours, corosync),
         safe_round_trip(ours),
+        safe_throughput(ours, "", "1 node", 64),
+        safe_throughput(ours, "", "1 node", LARGE),
+        safe_throughput(ours, "cluster3-", "3 nodes", 64),
+        safe_throughput(ours, "cluster3-", "3 nodes", LARGE),
     ]
     .into_iter()
     .flatten()
@@ -292,7 +348,8 @@ mod tests {
         assert!(text.contains("did on 90 %"), "{text}");
         assert!(text.contains("carry at most 328 MB/s"), "{text}");
         // 200 + 2 × 110 = 420 µs, 2.10× 200; 2× needs rotations of (2 - 1) × 200 / 2 µs.
-        assert!(text.contains("(450 µs, 2.25× our AGREED 200)"), "{text}");
+        assert!(text.contains("(450 µs, 2.25× our AGREED 200;"), "{text}");
+        assert!(!text.contains("Some rounds met"), "{text}");
         assert!(text.contains("at least 420 µs, 2.10× the AGREED"), "{text}");
         assert!(text.contains("rotations of 100 µs at most"), "{text}");
         // 30 µs against 170 / 5 = 34: met, so no bound is given.
@@ -313,5 +370,58 @@ mod tests {
         );
         assert!(safe_round_trip(&safe_met).is_none());
         assert_eq!(limits(&Results::default(), &corosync), "");
+    }
+
+    /// The SAFE goals against our AGREED figures are judged as the goals table judges them:
+    /// by the median of the rounds' ratios, not by the ratio of the medians.
+    #[test]
+    fn safe_goals_use_the_rounds_ratios_and_say_whether_the_run_tells_them_apart() {
+        // Medians 205 / 110 = 1.86, but the rounds' ratios are 1.5, 2.05 and 2.1.
+        let latency = results(
+            "RESULT bench=cluster3-latency rep=1 role=ping_rtt median_us=100 p99_us=1\n\
+             RESULT bench=cluster3-latency rep=2 role=ping_rtt median_us=100 p99_us=1\n\
+             RESULT bench=cluster3-latency rep=3 role=ping_rtt median_us=110 p99_us=1\n\
+             RESULT bench=cluster3-latency-safe rep=1 role=ping_rtt median_us=150 p99_us=1\n\
+             RESULT bench=cluster3-latency-safe rep=2 role=ping_rtt median_us=205 p99_us=1\n\
+             RESULT bench=cluster3-latency-safe rep=3 role=ping_rtt median_us=231 p99_us=1\n\
+             RESULT bench=cluster3-latency-safe rep=1 role=node_stats size=64 rotation_us=40\n",
+        );
+        let text = safe_round_trip(&latency).expect("2.05× misses 2×");
+        assert!(
+            text.contains("(205 µs, 2.05× our AGREED 100; the rounds' ratios 1.50-2.10×)"),
+            "{text}"
+        );
+
+        let throughput = |safe: [u32; 3], agreed: [u32; 3]| {
+            let mut lines = String::new();
+            for (rep, (safe, agreed)) in safe.iter().zip(agreed).enumerate() {
+                let _ = writeln!(
+                    lines,
+                    "RESULT bench=send rep={rep} role=sender size=64 msgs_s={agreed} MBps=1\n\
+                     RESULT bench=send-safe rep={rep} role=sender size=64 msgs_s={safe} MBps=1"
+                );
+            }
+            results(&lines)
+        };
+        let noisy = throughput([70, 75, 110], [100, 100, 96]);
+        let text = safe_throughput(&noisy, "", "1 node", 64).expect("0.75× misses 0.8×");
+        assert!(
+            text.contains("(75, 0.75× our AGREED 100; the rounds' ratios 0.70-1.15×)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SAFE's rounds sent 70-110 msg/s, AGREED's 96-100"),
+            "{text}"
+        );
+        assert!(text.contains("ranges overlap"), "{text}");
+        let slower = throughput([50, 60, 55], [100, 100, 96]);
+        let text = safe_throughput(&slower, "", "1 node", 64).expect("0.55× misses 0.8×");
+        assert!(text.contains("Every SAFE round was slower"), "{text}");
+        let met = throughput([90, 95, 99], [100, 100, 96]);
+        assert!(safe_throughput(&met, "", "1 node", 64).is_none());
+        assert!(
+            safe_throughput(&met, "cluster3-", "3 nodes", 64).is_none(),
+            "not measured"
+        );
     }
 }
