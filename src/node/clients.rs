@@ -68,7 +68,8 @@ pub struct ClientCounters {
     pub disconnected_bad: u64,
     /// Requests served.
     pub requests: u64,
-    /// Times a multicast waited for room in the core.
+    /// Times a multicast waited for the core: its send queue full, or holding as much as the
+    /// node reads ahead of its deliveries.
     pub mcasts_waiting: u64,
     /// Times a local sender's multicasts were held for a local receiver behind on its events.
     pub senders_held: u64,
@@ -146,6 +147,21 @@ const BATCH_ITEM_MAX: usize = 4096;
 /// Most bytes of one batch.
 const BATCH_MAX: usize = 64 << 10;
 
+/// Most request bytes one turn of serving a client reads. A client that writes faster than
+/// that is served again on the node's next loop turn, after the core's output: the deliveries
+/// of what it sent (and so the receivers' backlogs that hold it back) come in between. Read
+/// without a limit, a sender that never let its ring run empty kept the node in one turn
+/// while the core queued up to its 256 MiB send queue, and each local receiver's backlog grew
+/// as large before the first of it was delivered (1 KiB fan-out to 3 receivers: 1.09 GB of
+/// node memory within half a second).
+const SERVE_BUDGET: usize = 1 << 20;
+
+/// Local multicasts are read only while the core's send queue holds less than this: what the
+/// node takes in beyond it would wait in the core, then in the receivers' backlogs, before the
+/// congestion it causes could hold the sender back. The core's own limit (256 MiB, room for
+/// the largest message) is no bound on memory worth having.
+const SEND_AHEAD_MAX: usize = 8 << 20;
+
 /// Bytes a request other than a multicast may have (names are at most 128).
 const SMALL_REQUEST_MAX: usize = 1024;
 
@@ -170,6 +186,12 @@ pub struct Clients {
     written: Vec<ConnId>,
     /// The time of the last call from the driver.
     now: Instant,
+    /// Clients with requests left after a turn used its [`SERVE_BUDGET`]: served again on the
+    /// driver's next loop turn ([`Clients::serve_more`]).
+    more: Vec<ConnId>,
+    /// Clients whose next multicast waits for the core's send queue to drain below
+    /// [`SEND_AHEAD_MAX`] ([`Clients::core_progress`]).
+    core_waiters: Vec<ConnId>,
 }
 
 impl Clients {
@@ -190,6 +212,8 @@ impl Clients {
             counters: ClientCounters::default(),
             written: Vec::new(),
             now: Instant::ZERO,
+            more: Vec::new(),
+            core_waiters: Vec::new(),
         }
     }
 
@@ -284,11 +308,11 @@ impl Clients {
 
     /// Lets a closing session go once nothing it sent waits for the core.
     fn finish_closing(&mut self, conn: ConnId, core: &mut totem::Node, now: Instant) {
-        if !self
-            .sessions
-            .get(&conn)
-            .is_some_and(|s| s.closing && s.ready.is_none())
-        {
+        if !self.sessions.get(&conn).is_some_and(|s| {
+            // Everything it wrote was accepted: a request held back (for a receiver
+            // behind, or for the core) is read and sent before it goes.
+            s.closing && s.ready.is_none() && s.lookahead.is_none() && !s.endpoint.rx.has_unread()
+        }) {
             return;
         }
         if let Some(session) = self.sessions.remove(&conn) {
@@ -329,6 +353,43 @@ impl Clients {
         self.resume_held(core, now);
     }
 
+    /// Whether clients wait to be served again ([`Clients::serve_more`]): the driver must not
+    /// sleep then.
+    #[must_use]
+    pub fn has_more(&self) -> bool {
+        !self.more.is_empty()
+    }
+
+    /// After the core's output: serves the clients whose multicasts waited for its send queue
+    /// to drain, once it has.
+    /// Whether it served any (the core has output then).
+    pub fn core_progress(&mut self, core: &mut totem::Node, now: Instant) -> bool {
+        if self.core_waiters.is_empty() || core.send_queue_bytes() >= SEND_AHEAD_MAX {
+            return false;
+        }
+        let waiters = std::mem::take(&mut self.core_waiters);
+        self.serve_again(waiters, core, now);
+        true
+    }
+
+    /// Serves `conns` (which may have hung up meanwhile: those leave once served).
+    fn serve_again(&mut self, conns: Vec<ConnId>, core: &mut totem::Node, now: Instant) {
+        for conn in conns {
+            self.serve_session(conn, core, now);
+            self.finish_closing(conn, core, now);
+        }
+        self.resume_held(core, now);
+    }
+
+    /// Serves again the clients whose last turn used its budget.
+    pub fn serve_more(&mut self, core: &mut totem::Node, now: Instant) {
+        if self.more.is_empty() {
+            return;
+        }
+        let more = std::mem::take(&mut self.more);
+        self.serve_again(more, core, now);
+    }
+
     /// Serves the senders held for receivers that have caught up (or left).
     fn resume_held(&mut self, core: &mut totem::Node, now: Instant) {
         if self.congestion.none_held() {
@@ -339,6 +400,7 @@ impl Clients {
                 tracing::debug!(conn, "held sender served again");
                 self.congestion.release(conn);
                 self.serve_session(conn, core, now);
+                self.finish_closing(conn, core, now);
             }
         }
     }
@@ -378,6 +440,7 @@ impl Clients {
         self.flush_backlog(conn);
         // Every way out goes through `route`: a client dropped here (a corrupt ring, a bad
         // request, its backlog) must leave its group now, not at the next unrelated event.
+        let mut read = 0;
         loop {
             if self.sessions.get(&conn).is_some_and(|s| s.ready.is_some()) {
                 // A join or leave this client asked for goes first: its messages are ordered
@@ -400,6 +463,12 @@ impl Clients {
             let Some(session) = self.sessions.get_mut(&conn) else {
                 break;
             };
+            if read >= SERVE_BUDGET {
+                if !self.more.contains(&conn) {
+                    self.more.push(conn);
+                }
+                break;
+            }
             let next = match session.lookahead.take() {
                 Some(entry) => Ok(Some(entry)),
                 None => session.endpoint.rx.read_next(),
@@ -422,6 +491,17 @@ impl Clients {
             // while a local receiver of it is behind, until that one has caught up (it wakes
             // the node then) — unless a zero-copy buffer waits for it to be read (the thread
             // waiting there may be the one that would read the events).
+            if core.send_queue_bytes() >= SEND_AHEAD_MAX && self.starts_multicast(conn, &entry) {
+                let session = self.sessions.get_mut(&conn).expect("served");
+                session.lookahead = Some(entry);
+                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                if !self.core_waiters.contains(&conn) {
+                    tracing::debug!(conn, "multicast waits for the core to send what it has");
+                    self.core_waiters.push(conn);
+                    self.counters.mcasts_waiting += 1;
+                }
+                break;
+            }
             if !self.congestion.is_clear() && self.held_back(conn, &entry) {
                 let session = self.sessions.get_mut(&conn).expect("served");
                 session.lookahead = Some(entry);
@@ -432,6 +512,7 @@ impl Clients {
                 }
                 break;
             }
+            read += entry.len();
             let request = self.read_request(conn, &entry);
             let Some(session) = self.sessions.get_mut(&conn) else {
                 break;
@@ -483,7 +564,17 @@ impl Clients {
         let Some(session) = self.sessions.get(&conn) else {
             return false;
         };
-        let multicast = match session.service {
+        self.starts_multicast(conn, entry)
+            && !session.endpoint.rx.read_awaited()
+            && self.must_wait(conn)
+    }
+
+    /// Whether `entry` begins a multicast.
+    fn starts_multicast(&self, conn: ConnId, entry: &Entry) -> bool {
+        let Some(session) = self.sessions.get(&conn) else {
+            return false;
+        };
+        match session.service {
             ServiceId::Cpg => {
                 session.assembly.is_none()
                     && matches!(
@@ -495,8 +586,7 @@ impl Clients {
                 entry.kind,
                 evs::records::MCAST_JOINED | evs::records::MCAST_GROUPS
             ),
-        };
-        multicast && !session.endpoint.rx.read_awaited() && self.must_wait(conn)
+        }
     }
 
     /// Reads one request (copying what the node keeps out of shared memory).

@@ -271,7 +271,13 @@ impl Driver {
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            let timeout = if self.clients.has_more() {
+                // A client has requests left from its last turn: look at the sockets, then
+                // serve it again.
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|deadline| deadline.saturating_duration_since(now))
+            };
             match poll.poll(&mut events, busy.wait(now, timeout)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -301,6 +307,7 @@ impl Driver {
             if !events.is_empty() {
                 busy.worked(now);
             }
+            self.clients.serve_more(&mut self.core, now);
             if self.core.poll_timeout().is_some_and(|due| due <= now) {
                 self.core.handle_timeout(now);
             }
@@ -309,6 +316,9 @@ impl Driver {
             }
             self.run_workload(now);
             self.flush(now);
+            if self.clients.core_progress(&mut self.core, now) {
+                self.flush(now);
+            }
         }
         let signal = stop.unwrap_or(SIGTERM);
         tracing::info!(signal, "leaving the ring");

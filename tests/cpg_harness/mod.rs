@@ -77,6 +77,9 @@ pub(crate) enum Report {
     },
     /// `mcast_joined` returned OK for message `seq`.
     Accepted { seq: u64 },
+    /// `mcast_joined` returned TRY_AGAIN for message `seq` (its request ring is full): once
+    /// per run of refusals.
+    TryAgain { seq: u64 },
     /// `mcast_joined` failed (not with TRY_AGAIN) for message `seq`; the `Send` ends.
     Refused { seq: u64, code: u32 },
     /// The `Send` ended.
@@ -245,6 +248,8 @@ struct Job {
     size_min: usize,
     size_spread: usize,
     accepted: u64,
+    /// The last `mcast_joined` returned TRY_AGAIN.
+    refused: bool,
 }
 
 /// Reports what is pending in `handle`, then that the connection is lost, and exits.
@@ -345,9 +350,16 @@ fn client_main(socket: &Path) -> ! {
                         report(&Report::Accepted { seq });
                         running.next += 1;
                         running.accepted += 1;
+                        running.refused = false;
                         busy = true;
                     }
-                    Err(error) if error.code() == CsError::TryAgain => break,
+                    Err(error) if error.code() == CsError::TryAgain => {
+                        if !running.refused {
+                            report(&Report::TryAgain { seq });
+                            running.refused = true;
+                        }
+                        break;
+                    }
                     Err(error) => {
                         report(&Report::Refused {
                             seq,
@@ -403,6 +415,7 @@ fn obey(handle: &mut Handle, command: Command, job: &mut Option<Job>, stalled: &
                 size_min,
                 size_spread,
                 accepted: 0,
+                refused: false,
             });
             return;
         }
@@ -538,6 +551,15 @@ impl Proc {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether its last send was refused with TRY_AGAIN (its request ring was full then).
+    pub(crate) fn refused(&self) -> bool {
+        self.reports
+            .iter()
+            .rev()
+            .find(|r| matches!(r, Report::Accepted { .. } | Report::TryAgain { .. }))
+            .is_some_and(|r| matches!(r, Report::TryAgain { .. }))
     }
 
     /// How many `Send`s ended.

@@ -180,7 +180,7 @@ impl NodeCluster {
         }
     }
 
-    fn pid(&self, index: usize) -> Pid {
+    pub(crate) fn pid(&self, index: usize) -> Pid {
         let child = self.children[index].as_ref().expect("node runs");
         Pid::from_raw(i32::try_from(child.id()).unwrap())
     }
