@@ -5,7 +5,10 @@
 //!
 //! Nothing accepted is dropped: a message the core refuses (its send queue is full) is held by
 //! the node, which reads nothing more from that client until the core takes it, so the client
-//! sees TRY_AGAIN when its own ring fills — before anything more is accepted. A client's join
+//! sees TRY_AGAIN when its own ring fills — before anything more is accepted. The node reads a
+//! client's multicasts only while the core holds less than [`SEND_AHEAD_MAX`] unsent, and at
+//! most [`SERVE_BUDGET`] per turn, so that deliveries (and the congestion below) keep up with
+//! what it takes in. A client's join
 //! or leave reaches the core before its next message. Control messages (join, leave, joinlist)
 //! the core refuses wait in a queue of their own. Events a client does not read in time wait in
 //! a backlog: above 16 MiB the node stops reading the multicasts of the local senders whose
