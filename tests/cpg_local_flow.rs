@@ -181,7 +181,7 @@ fn a_local_sender_waits_for_a_local_receiver_behind_and_nobody_is_dropped() {
     assert!(accepted > 16 << 20, "held after only {accepted} bytes");
     // The congestion threshold (16 MiB), what the node reads ahead of the core's deliveries
     // (8 MiB) and the rings: the node's memory grows with what it takes in before it holds
-    // the sender (it took in up to its core's 256 MiB send queue before it bounded that).
+    // the sender.
     assert!(accepted < 40 << 20, "held after {accepted} bytes");
     let end = next * 3;
     send_rest(&mut sender, &mut sent, &mut next, end);

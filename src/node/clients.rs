@@ -8,9 +8,8 @@
 //! sees TRY_AGAIN when its own ring fills — before anything more is accepted. The node reads a
 //! client's multicasts only while the core holds less than [`SEND_AHEAD_MAX`] unsent, and at
 //! most [`SERVE_BUDGET`] per turn, so that deliveries (and the congestion below) keep up with
-//! what it takes in. A client's join
-//! or leave reaches the core before its next message. Control messages (join, leave, joinlist)
-//! the core refuses wait in a queue of their own. Events a client does not read in time wait in
+//! what it takes in. A client's join or leave reaches the core before its next message.
+//! Control messages (join, leave, joinlist) the core refuses wait in a queue of their own. Events a client does not read in time wait in
 //! a backlog: above 16 MiB the node stops reading the multicasts of the local senders whose
 //! messages it receives, itself included, until it has caught up (see [`congestion`]); a
 //! client that releases nothing for 5 s while events wait — or has 512 MiB waiting — is
@@ -364,8 +363,7 @@ impl Clients {
     }
 
     /// After the core's output: serves the clients whose multicasts waited for its send queue
-    /// to drain, once it has.
-    /// Whether it served any (the core has output then).
+    /// to drain, once it has. Whether it served any (the core has output then).
     pub fn core_progress(&mut self, core: &mut totem::Node, now: Instant) -> bool {
         if self.core_waiters.is_empty() || core.send_queue_bytes() >= SEND_AHEAD_MAX {
             return false;
@@ -490,14 +488,10 @@ impl Clients {
                     break;
                 }
             };
-            // A message read already went to the core (it was accepted); a new one waits
-            // while a local receiver of it is behind, until that one has caught up (it wakes
-            // the node then) — unless a zero-copy buffer waits for it to be read (the thread
-            // waiting there may be the one that would read the events).
+            // A new multicast waits while the core holds SEND_AHEAD_MAX unsent (served again
+            // once it has sent some: `core_progress`).
             if core.send_queue_bytes() >= SEND_AHEAD_MAX && self.starts_multicast(conn, &entry) {
-                let session = self.sessions.get_mut(&conn).expect("served");
-                session.lookahead = Some(entry);
-                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                self.hold_back(conn, entry);
                 if !self.core_waiters.contains(&conn) {
                     tracing::debug!(conn, "multicast waits for the core to send what it has");
                     self.core_waiters.push(conn);
@@ -505,10 +499,12 @@ impl Clients {
                 }
                 break;
             }
+            // A message read already went to the core (it was accepted); a new one waits
+            // while a local receiver of it is behind, until that one has caught up (it wakes
+            // the node then) — unless a zero-copy buffer waits for it to be read (the thread
+            // waiting there may be the one that would read the events).
             if !self.congestion.is_clear() && self.held_back(conn, &entry) {
-                let session = self.sessions.get_mut(&conn).expect("served");
-                session.lookahead = Some(entry);
-                session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
+                self.hold_back(conn, entry);
                 if self.congestion.hold(conn) {
                     tracing::debug!(conn, "sender held for a receiver behind");
                     self.counters.senders_held += 1;
@@ -570,6 +566,14 @@ impl Clients {
         self.starts_multicast(conn, entry)
             && !session.endpoint.rx.read_awaited()
             && self.must_wait(conn)
+    }
+
+    /// Keeps `entry`, a multicast not read yet, for the client's next turn, and shows the
+    /// client that its sends are held (`CPG_FLOW_CONTROL_ENABLED`).
+    fn hold_back(&mut self, conn: ConnId, entry: Entry) {
+        let session = self.sessions.get_mut(&conn).expect("served");
+        session.lookahead = Some(entry);
+        session.endpoint.rx.set_status(FLOW_CONTROL_ENABLED);
     }
 
     /// Whether `entry` begins a multicast.
